@@ -1,0 +1,32 @@
+"""The `vitgpt2` console script: one sub-command per module in `vitgpt2.commands`."""
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module in vitgpt2.commands; each module defines `register(subparsers)`, which adds its parser
+# and sets `func` (called with the parsed namespace, returning an exit code or None).
+COMMANDS = {
+    "caption": "caption",
+    "evaluate": "evaluate",
+    "score": "score",
+    "make-synthetic": "make_synthetic",
+    "make-tiny-models": "make_tiny_models",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitgpt2", description="ViT + GPT-2 image captioning tools.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMANDS.values():
+        importlib.import_module(f"vitgpt2.commands.{module_name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Fine-tune a ViT encoder + GPT-2 decoder image captioner on COCO captions (or any image-caption dataset).
+
+Offline demo (synthetic data, small models; what `make demo` runs):
+    python -m vitgpt2.cli make-synthetic --output_dir demo_run/data
+    python -m vitgpt2.cli make-tiny-models --coco_dir demo_run/data --output_dir demo_run/models
+    accelerate launch run_captioning.py configs/demo.yaml
+
+COCO 2017 on one GPU:
+    accelerate launch run_captioning.py \\
+        --encoder_model_name_or_path google/vit-base-patch16-224-in21k --decoder_model_name_or_path distilgpt2 \\
+        --coco_dir /data/coco --output_dir vit-gpt2-coco --do_train --do_eval \\
+        --per_device_train_batch_size 64 --per_device_eval_batch_size 128 --learning_rate 5e-5 \\
+        --bf16 --captions_per_image 5 --preprocessing_num_workers 16 --dataloader_num_workers 8 \\
+        --eval_strategy epoch --save_strategy epoch --generation_num_beams 3
+
+Several GPUs (after `accelerate config`, or with a file from configs/accelerate/):
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml run_captioning.py <same arguments>
+
+Push to the Hub (model, processor, tokenizer, pipeline code, model card, pictures):
+    accelerate launch run_captioning.py <arguments> --push_to_hub --hub_model_id you/vit-gpt2-coco
+
+A single .json/.yaml argument is a config file; arguments after it override it.
+"""
+
+import logging
+import os
+import sys
+
+import datasets
+import transformers
+from transformers import AutoImageProcessor, AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from vitgpt2.arguments import parse_args
+from vitgpt2.collator import CaptioningCollator
+from vitgpt2.metrics import CaptionScorer
+from vitgpt2.modeling import attention_implementations, configure_special_tokens, load_captioner
+from vitgpt2.preprocessing import preprocess
+from vitgpt2.publishing import publish
+from vitgpt2.sampling import CaptionGroups, ImagesWithReferences
+from vitgpt2.sources import load_split
+from vitgpt2.trainer import CaptionMetricsHook, CaptioningTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, metrics_args, training_args = parse_args(argv)
+
+    # Logging: INFO on the main process, warnings elsewhere.
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%m/%d/%Y %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    for library_logger in (logger, logging.getLogger("vitgpt2")):
+        library_logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    logger.info("Training/evaluation parameters %s", training_args)
+
+    # Last checkpoint: an interrupted run resumes from its last complete checkpoint.
+    resume_from = training_args.resume_from_checkpoint
+    if resume_from is None and training_args.do_train and os.path.isdir(training_args.output_dir):
+        resume_from = get_last_checkpoint(training_args.output_dir)
+        if resume_from is not None:
+            logger.info("Resuming training from %s", resume_from)
+
+    set_seed(training_args.seed)
+
+    # Datasets: one row per image, all of its captions.
+    wanted = {"train": training_args.do_train, "eval": training_args.do_eval, "predict": training_args.do_predict}
+    split_names = {
+        "train": data_args.train_split_name,
+        "eval": data_args.eval_split_name,
+        "predict": data_args.test_split_name or ("test" if data_args.karpathy_split_file else data_args.eval_split_name),
+    }
+    limits = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples, "predict": data_args.max_predict_samples}
+    raw = {}
+    with training_args.main_process_first(desc="loading datasets"):
+        for role, name in split_names.items():
+            if wanted[role]:
+                raw[role] = load_split(data_args, name, cache_dir=model_args.cache_dir, token=model_args.token)
+                if limits[role] is not None:
+                    raw[role] = raw[role].select(range(min(limits[role], len(raw[role]))))
+
+    # Model, tokenizer, image processor.
+    source = model_args.model_name_or_path
+    hub_kwargs = {**model_args.hub_kwargs(), "trust_remote_code": model_args.trust_remote_code}
+    image_processor = AutoImageProcessor.from_pretrained(source or model_args.encoder_model_name_or_path, **hub_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(source or model_args.decoder_model_name_or_path, **hub_kwargs)
+    model = load_captioner(
+        encoder=model_args.encoder_model_name_or_path,
+        decoder=model_args.decoder_model_name_or_path,
+        checkpoint=source,
+        attn_implementation=model_args.attn_implementation,
+        **hub_kwargs,
+    )
+    configure_special_tokens(model, tokenizer, training_args.generation_max_length, training_args.generation_num_beams)
+    logger.info("Attention implementations: %s", attention_implementations(model))
+
+    # Preprocessing: decode + resize each image once to uint8, tokenize captions (+EOS); cached by fingerprint.
+    processed = {}
+    with training_args.main_process_first(desc="preprocessing"):
+        for role, dataset in raw.items():
+            processed[role] = preprocess(
+                dataset,
+                image_processor,
+                tokenizer,
+                max_target_length=data_args.max_target_length,
+                num_proc=data_args.preprocessing_num_workers,
+                load_from_cache_file=not data_args.overwrite_cache,
+                bad_images=data_args.bad_images,
+                desc=f"preprocessing {role} images",
+            )
+    train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
+    eval_dataset = ImagesWithReferences(processed["eval"]) if "eval" in processed else None
+    predict_dataset = ImagesWithReferences(processed["predict"]) if "predict" in processed else None
+
+    # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
+    collator = CaptioningCollator(image_processor)
+    scorer = CaptionScorer.from_args(metrics_args) if training_args.predict_with_generate else None
+    metrics_hook = CaptionMetricsHook(tokenizer, scorer, training_args.output_dir) if scorer is not None else None
+
+    # Trainer.
+    trainer = CaptioningTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        metrics_hook=metrics_hook,
+    )
+    if metrics_hook is not None:
+        metrics_hook.is_main_process = trainer.is_world_process_zero
+
+    results = {}
+    # Training.
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model()
+        metrics = {**train_result.metrics, "train_samples": len(processed["train"]), "train_pairs": train_dataset.num_captions}
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        results.update(metrics)
+
+    # Evaluation: one caption per image, scored against all of its references.
+    if training_args.do_eval:
+        metrics = trainer.evaluate(metric_key_prefix="eval")
+        metrics["eval_samples"] = len(eval_dataset)
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+
+    if training_args.do_predict:
+        prediction = trainer.predict(predict_dataset, metric_key_prefix="predict")
+        metrics = {**prediction.metrics, "predict_samples": len(predict_dataset)}
+        trainer.log_metrics("predict", metrics)
+        trainer.save_metrics("predict", metrics)
+        results.update(metrics)
+
+    # Save tokenizer + image processor with the model, pipeline code, pictures, model card; push if asked.
+    if trainer.is_world_process_zero():
+        publish(trainer, image_processor, model_args, data_args, results, eval_dataset)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Command-line arguments of `run_captioning.py`: model and data dataclasses, plus the Trainer's own
+`Seq2SeqTrainingArguments` with captioning defaults. A single `.json`/`.yaml` argument is a config file;
+arguments after it override its values."""
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+import yaml
+from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+from .metrics import MetricsArguments
+from .preprocessing import BAD_IMAGE_POLICIES
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class ModelArguments:
+    encoder_model_name_or_path: str = field(
+        default="google/vit-base-patch16-224-in21k",
+        metadata={"help": "Hub id or folder of the vision encoder (ViT-like); also gives the image processor."},
+    )
+    decoder_model_name_or_path: str = field(
+        default="distilgpt2",
+        metadata={"help": "Hub id or folder of the text decoder (GPT-2-like causal LM); also gives the tokenizer."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "An existing VisionEncoderDecoder checkpoint; overrides the encoder and decoder."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to store models and datasets from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the models to load."})
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token for private models (default: the `hf auth login` token)."}
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow running model code from the Hub. Off unless you trust the repo."}
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={"help": "Attention kernel for encoder and decoder.", "choices": ATTENTION_IMPLEMENTATIONS},
+    )
+
+    def __post_init__(self):
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"--attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, not {self.attn_implementation!r}"
+            )
+
+    def hub_kwargs(self) -> dict:
+        return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
+
+
+@dataclass
+class DataArguments:
+    coco_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "COCO folder: the 2017 layout (annotations/captions_{train,val}2017.json, train2017/, val2017/), "
+            "or with --karpathy_split_file, the folder holding train2014/ and val2014/."
+        },
+    )
+    karpathy_split_file: str | None = field(
+        default=None, metadata={"help": "Karpathy's dataset_coco.json; restval joins train, test is the predict split."}
+    )
+    dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (or 'imagefolder')."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    image_folder: str | None = field(
+        default=None, metadata={"help": "A local imagefolder with metadata.jsonl or metadata.csv naming each file."}
+    )
+    image_column: str = field(default="image", metadata={"help": "Column holding images (or file names)."})
+    caption_column: str = field(
+        default="captions", metadata={"help": "Column holding one caption or a list of captions per row."}
+    )
+    image_id_column: str | None = field(
+        default=None, metadata={"help": "Column identifying images; rows that share it are merged into one image."}
+    )
+    image_root: str | None = field(
+        default=None, metadata={"help": "Folder that a string image column's file names are relative to."}
+    )
+    train_split_name: str = field(default="train", metadata={"help": "Split used for training."})
+    eval_split_name: str = field(default="validation", metadata={"help": "Split used for evaluation."})
+    test_split_name: str | None = field(
+        default=None, metadata={"help": "Split used by --do_predict (default: 'test' for Karpathy, else the eval split)."}
+    )
+    max_target_length: int = field(
+        default=64, metadata={"help": "Longest caption in tokens, EOS included; longer captions are truncated."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N predict images."})
+    preprocessing_num_workers: int | None = field(
+        default=None, metadata={"help": "Processes decoding and resizing images in datasets.map."}
+    )
+    overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the preprocessed (cached) datasets."})
+    bad_images: str = field(
+        default="error",
+        metadata={
+            "help": "What to do with unreadable images: 'error' stops before training and names the file; "
+            "'skip' leaves them out and logs the count.",
+            "choices": BAD_IMAGE_POLICIES,
+        },
+    )
+    captions_per_image: int = field(
+        default=1,
+        metadata={
+            "help": "Captions decoded per encoder pass in training. 1 is the usual one (image, caption) pair per "
+            "row; 5 on COCO encodes each image once per epoch for all five captions (a batch then holds "
+            "per_device_train_batch_size images x up to 5 captions)."
+        },
+    )
+
+    def __post_init__(self):
+        sources = {
+            "--coco_dir": self.coco_dir,
+            "--dataset_name": self.dataset_name,
+            "--image_folder": self.image_folder,
+        }
+        given = [name for name, value in sources.items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one data source of {list(sources)}; got {given or 'none'}")
+        if self.karpathy_split_file is not None and self.coco_dir is None:
+            raise ValueError("--karpathy_split_file needs --coco_dir, the folder holding the COCO 2014 images")
+        if self.bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, not {self.bad_images!r}")
+        if self.captions_per_image < 1:
+            raise ValueError(f"--captions_per_image must be at least 1, not {self.captions_per_image}")
+        if self.max_target_length < 2:
+            raise ValueError(f"--max_target_length must leave room for a token and EOS, not {self.max_target_length}")
+
+
+@dataclass
+class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
+    """`Seq2SeqTrainingArguments` with the defaults a captioning run wants."""
+
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Total number of training epochs."})
+    predict_with_generate: bool = field(
+        default=True, metadata={"help": "Generate captions in evaluation and score them (ROUGE, BLEU, ...)."}
+    )
+    generation_max_length: int | None = field(
+        default=32, metadata={"help": "Longest generated caption in tokens, the start token included."}
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the collator needs the cached image and caption columns."}
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MetricsArguments, CaptioningTrainingArguments)
+
+
+def _config_to_argv(path: str) -> list[str]:
+    with open(path) as f:
+        config = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {path} must hold a mapping of argument names to values")
+    argv = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        argv += [f"--{key}", *[json.dumps(v) if isinstance(v, bool) else str(v) for v in values]]
+    return argv
+
+
+def parse_args(argv: list[str] | None = None):
+    """(model, data, metrics, training) arguments from the command line or a config file (+ overrides)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".json", ".yaml", ".yml")) and os.path.isfile(argv[0]):
+        argv = _config_to_argv(argv[0]) + argv[1:]
+    return HfArgumentParser(ARGUMENT_CLASSES).parse_args_into_dataclasses(args=argv)

@@ -1,0 +1,250 @@
+"""Every data source reaches one form: one row per IMAGE with all of its captions.
+
+Columns: `image` (a `datasets.Image(decode=False)` value: a path or the encoded bytes, decoded later, once,
+at the encoder's size), `captions` (list of str), `image_id` (str) and `file_name` (str).
+Sources: a COCO 2017 folder, a Karpathy split json over COCO 2014 images, a Hub dataset, an `imagefolder`.
+"""
+
+import json
+import logging
+import os
+from collections import OrderedDict
+
+import datasets
+from datasets import Dataset, Features, Image, Sequence, Value
+
+logger = logging.getLogger(__name__)
+
+FEATURES = Features(
+    {
+        "image": Image(decode=False),
+        "captions": Sequence(Value("string")),
+        "image_id": Value("string"),
+        "file_name": Value("string"),
+    }
+)
+COCO_SPLITS = {"train": "train2017", "validation": "val2017"}
+
+
+class DataSourceError(ValueError):
+    """The data source cannot be read as asked; the message names the file, column or row and the fix."""
+
+
+def clean_captions(captions) -> list[str]:
+    """Strips captions and drops empty or whitespace-only ones (COCO has a few stray spaces and newlines)."""
+    if isinstance(captions, str):
+        captions = [captions]
+    return [" ".join(str(caption).split()) for caption in captions or [] if caption and str(caption).strip()]
+
+
+def safe_join(root: str, relative: str) -> str:
+    """`root/relative`, refusing paths that leave `root` (absolute paths, `..`, links out)."""
+    root_real = os.path.realpath(root)
+    path = os.path.realpath(os.path.join(root_real, relative))
+    if os.path.commonpath([root_real, path]) != root_real:
+        raise DataSourceError(f"image path {relative!r} points outside its image root {root!r}")
+    return path
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise DataSourceError(f"annotation file not found: {path}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as error:
+        raise DataSourceError(f"annotation file {path} is not valid JSON: {error}") from error
+
+
+def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
+    """Rows of one COCO captions json. `mtime` is unused here but part of the cache fingerprint."""
+    data = _read_json(annotation_file)
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise DataSourceError(f"{annotation_file} has no {key!r} list: is it a COCO captions file?")
+    captions: dict = {}
+    for index, annotation in enumerate(data["annotations"]):
+        if "image_id" not in annotation or "caption" not in annotation:
+            raise DataSourceError(f"{annotation_file}: annotation #{index} lacks 'image_id' or 'caption'")
+        captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
+    seen = set()
+    for image in data["images"]:
+        image_id = image.get("id")
+        if image_id in seen:
+            continue  # duplicate image entries: the first wins, captions are already merged by id
+        seen.add(image_id)
+        yield {
+            "image": safe_join(image_dir, image["file_name"]),
+            "captions": clean_captions(captions.get(image_id)),
+            "image_id": str(image_id),
+            "file_name": image["file_name"],
+        }
+
+
+def _from_rows(generator, gen_kwargs: dict, cache_dir: str | None) -> Dataset:
+    # `from_generator` writes an on-disk Arrow table, so the `datasets.map` that follows is cached by fingerprint.
+    return Dataset.from_generator(generator, gen_kwargs=gen_kwargs, features=FEATURES, cache_dir=cache_dir)
+
+
+def load_coco(coco_dir: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """A split (`train` or `validation`) of a folder in the official COCO 2017 layout."""
+    if split not in COCO_SPLITS:
+        raise DataSourceError(f"COCO 2017 has captions for splits {sorted(COCO_SPLITS)}, not {split!r}")
+    folder = COCO_SPLITS[split]
+    annotation_file = os.path.join(coco_dir, "annotations", f"captions_{folder}.json")
+    image_dir = os.path.join(coco_dir, folder)
+    for path in (annotation_file, image_dir):
+        if not os.path.exists(path):
+            raise DataSourceError(
+                f"{path} not found: --coco_dir must hold annotations/captions_{{train,val}}2017.json, "
+                "train2017/ and val2017/ as in the official COCO 2017 download"
+            )
+    kwargs = {"annotation_file": annotation_file, "image_dir": image_dir, "mtime": os.path.getmtime(annotation_file)}
+    return _from_rows(_coco_rows, kwargs, cache_dir)
+
+
+def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mtime: float):
+    data = _read_json(split_file)
+    if "images" not in data:
+        raise DataSourceError(f"{split_file} has no 'images' list: is it Karpathy's dataset_coco.json?")
+    for image in data["images"]:
+        if image.get("split") not in splits:
+            continue
+        relative = os.path.join(image.get("filepath", ""), image["filename"])
+        yield {
+            "image": safe_join(image_root, relative),
+            "captions": clean_captions(sentence.get("raw", "") for sentence in image.get("sentences", [])),
+            "image_id": str(image.get("cocoid", image.get("imgid", image["filename"]))),
+            "file_name": image["filename"],
+        }
+
+
+KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+
+def load_karpathy(split_file: str, image_root: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """Karpathy's split (`dataset_coco.json`) over COCO 2014 images; `restval` joins train."""
+    kwargs = {
+        "split_file": split_file,
+        "image_root": image_root,
+        "splits": KARPATHY_SPLITS[split],
+        "mtime": os.path.getmtime(split_file) if os.path.exists(split_file) else 0.0,
+    }
+    return _from_rows(_karpathy_rows, kwargs, cache_dir)
+
+
+def _check_columns(dataset: Dataset, wanted: dict[str, str | None], where: str) -> None:
+    for option, column in wanted.items():
+        if column is not None and column not in dataset.column_names:
+            raise DataSourceError(
+                f"--{option} {column!r} is not a column of {where}; its columns are {dataset.column_names}"
+            )
+
+
+def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[list[str]]]:
+    """First row index and merged captions of each distinct image id, in order of first appearance."""
+    groups: OrderedDict = OrderedDict()
+    for row, (image_id, caption) in enumerate(zip(image_ids, captions)):
+        first, merged = groups.setdefault(image_id, (row, []))
+        merged.extend(clean_captions(caption))
+    return [first for first, _ in groups.values()], [merged for _, merged in groups.values()]
+
+
+def to_image_rows(
+    dataset: Dataset,
+    image_column: str,
+    caption_column: str,
+    image_id_column: str | None = None,
+    image_root: str | None = None,
+    where: str = "the dataset",
+) -> Dataset:
+    """Converts a table with an image column and a caption column (str or list of str) to one row per image.
+
+    Rows that share `image_id_column` (one row per caption, as many Hub copies of COCO have) are merged.
+    A string image column holds file names, resolved against `image_root`.
+    """
+    _check_columns(
+        dataset, {"image_column": image_column, "caption_column": caption_column, "image_id_column": image_id_column}, where
+    )
+    image_feature = dataset.features[image_column]
+    if isinstance(image_feature, Image):
+        dataset = dataset.cast_column(image_column, Image(decode=False))
+    elif image_root is None:
+        raise DataSourceError(
+            f"column {image_column!r} of {where} holds {image_feature} rather than images: "
+            "pass --image_root, the folder its file names are relative to"
+        )
+    captions = dataset[caption_column]
+    if image_id_column is not None:
+        first_rows, merged = _group_captions(captions, dataset[image_id_column])
+        image_ids = [str(dataset[image_id_column][row]) for row in first_rows]
+    else:
+        first_rows, merged = list(range(len(dataset))), [clean_captions(c) for c in captions]
+        image_ids = [str(row) for row in first_rows]
+    dataset = dataset.select(first_rows)
+
+    def convert(batch, indices):
+        images = batch[image_column]
+        if image_root is not None and not isinstance(image_feature, Image):
+            images = [{"path": safe_join(image_root, name), "bytes": None} for name in images]
+        names = [os.path.basename((image or {}).get("path") or "") or image_ids[i] for image, i in zip(images, indices)]
+        return {
+            "image": images,
+            "captions": [merged[i] for i in indices],
+            "image_id": [image_ids[i] for i in indices],
+            "file_name": names,
+        }
+
+    return dataset.map(
+        convert,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        features=FEATURES,
+        desc="grouping captions by image",
+    )
+
+
+def load_hub(
+    name: str,
+    split: str,
+    image_column: str,
+    caption_column: str,
+    config_name: str | None = None,
+    image_id_column: str | None = None,
+    image_root: str | None = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    **hub_kwargs,
+) -> Dataset:
+    """A split of a Hub dataset or of a local `imagefolder` (name="imagefolder", data_dir=...)."""
+    try:
+        dataset = datasets.load_dataset(name, config_name, data_dir=data_dir, split=split, cache_dir=cache_dir, **hub_kwargs)
+    except ValueError as error:
+        if "Unknown split" in str(error) or "split" in str(error).lower():
+            raise DataSourceError(f"{name} has no split {split!r}: {error}") from error
+        raise
+    return to_image_rows(dataset, image_column, caption_column, image_id_column, image_root, where=f"{name}[{split}]")
+
+
+def load_split(data_args, split: str, cache_dir: str | None = None, token: str | None = None) -> Dataset:
+    """One split of whichever source `data_args` (a `DataArguments`) names, as one row per image."""
+    if data_args.karpathy_split_file is not None:
+        return load_karpathy(data_args.karpathy_split_file, data_args.coco_dir, split, cache_dir)
+    if data_args.coco_dir is not None:
+        return load_coco(data_args.coco_dir, split, cache_dir)
+    name, data_dir = data_args.dataset_name, None
+    if data_args.image_folder is not None:
+        name, data_dir = "imagefolder", data_args.image_folder
+    return load_hub(
+        name,
+        split,
+        data_args.image_column,
+        data_args.caption_column,
+        config_name=data_args.dataset_config_name,
+        image_id_column=data_args.image_id_column,
+        image_root=data_args.image_root,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        token=token,
+    )

@@ -1,0 +1,101 @@
+"""Small encoder and decoder checkpoints in hub layout, for offline demos and tests.
+
+The folders are written with `save_pretrained`, so the training script loads them through exactly the
+`from_pretrained` path it uses for `google/vit-base-patch16-224-in21k` and `distilgpt2`.
+Weights are random; the tokenizer is a byte-level BPE (GPT-2's scheme) trained on the given captions.
+"""
+
+import os
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, ViTConfig, ViTImageProcessor, ViTModel
+
+GPT2_SPECIAL_TOKEN = "<|endoftext|>"
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2TokenizerFast:
+    """A GPT-2-style tokenizer (byte-level BPE, `<|endoftext|>` as BOS/EOS/UNK, no pad token)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[GPT2_SPECIAL_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return GPT2TokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=GPT2_SPECIAL_TOKEN,
+        eos_token=GPT2_SPECIAL_TOKEN,
+        unk_token=GPT2_SPECIAL_TOKEN,
+        model_max_length=128,
+    )
+
+
+def write_tiny_encoder(
+    output_dir: str, image_size: int = 64, patch_size: int = 8, hidden_size: int = 128, num_layers: int = 3, seed: int = 0
+) -> str:
+    """A ViT encoder + ViTImageProcessor folder, like `google/vit-base-patch16-224-in21k` but small."""
+    import torch
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=max(1, hidden_size // 32),
+        intermediate_size=hidden_size * 4,
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(output_dir)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(output_dir)
+    return output_dir
+
+
+def write_tiny_decoder(
+    output_dir: str,
+    captions: Iterable[str],
+    vocab_size: int = 512,
+    hidden_size: int = 128,
+    num_layers: int = 3,
+    max_positions: int = 128,
+    seed: int = 0,
+) -> str:
+    """A GPT-2 LM head model + tokenizer folder, like `distilgpt2` but small and with a caption-trained BPE."""
+    import torch
+
+    tokenizer = train_byte_level_bpe(captions, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    eos = tokenizer.convert_tokens_to_ids(GPT2_SPECIAL_TOKEN)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=max_positions,
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=max(1, hidden_size // 32),
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
+    GPT2LMHeadModel(config).save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def write_tiny_models(
+    output_dir: str,
+    captions: Iterable[str],
+    image_size: int = 64,
+    hidden_size: int = 128,
+    num_layers: int = 3,
+    vocab_size: int = 512,
+    seed: int = 0,
+) -> tuple[str, str]:
+    """Writes `<output_dir>/encoder` and `<output_dir>/decoder`; returns both paths."""
+    sizes = {"hidden_size": hidden_size, "num_layers": num_layers, "seed": seed}
+    encoder_dir = write_tiny_encoder(os.path.join(output_dir, "encoder"), image_size=image_size, **sizes)
+    decoder_dir = write_tiny_decoder(os.path.join(output_dir, "decoder"), captions, vocab_size=vocab_size, **sizes)
+    return encoder_dir, decoder_dir

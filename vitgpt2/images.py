@@ -58,7 +58,7 @@ def to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
         array = np.asarray(image, dtype=np.float64)
         low, high = float(array.min()), float(array.max())
         scale = 255.0 / (high - low) if high > low else 0.0
-        image = PIL.Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
+        image = PIL.Image.fromarray(((array - low) * scale).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA"):
         rgba = image.convert("RGBA")
         background = PIL.Image.new("RGBA", rgba.size, _BACKGROUND + (255,))

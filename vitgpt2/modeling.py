@@ -39,9 +39,12 @@ def load_captioner(
     if attn_implementation is not None:
         encoder_kwargs["encoder_attn_implementation"] = attn_implementation
         decoder_kwargs["decoder_attn_implementation"] = attn_implementation
-    return VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
-        encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs
-    )
+    join = VisionEncoderDecoderModel.from_encoder_decoder_pretrained
+    try:
+        # The captioner never reads the encoder's pooler; leaving it out also spares DDP unused parameters.
+        return join(encoder, decoder, decoder_config=decoder_config, encoder_add_pooling_layer=False, **encoder_kwargs, **decoder_kwargs)
+    except TypeError:  # encoders without a pooling layer option
+        return join(encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs)
 
 
 def configure_special_tokens(model, tokenizer, max_length: int | None = None, num_beams: int | None = None) -> None:

@@ -12,15 +12,24 @@ import torch
 from datasets import Dataset
 
 
-def _numpy_pixels(dataset: Dataset) -> Dataset:
-    return dataset.with_format("numpy", columns=["pixel_values"], output_all_columns=True)
+class _CachedRows:
+    """Reads (uint8 pixels, caption ids) of a row through Arrow: datasets' numpy formatter would widen
+    the uint8 pixels to int64, eight times the memory and copying for every item."""
+
+    def __init__(self, dataset: Dataset):
+        self.table = dataset.select_columns(["pixel_values", "caption_ids"]).with_format("arrow")
+
+    def __call__(self, row: int) -> tuple[np.ndarray, list[list[int]]]:
+        record = self.table[row]
+        pixels = record["pixel_values"].combine_chunks().to_numpy(zero_copy_only=False)[0]
+        return pixels, record["caption_ids"].to_pylist()[0]
 
 
 class CaptionGroups(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset, captions_per_image: int = 1):
         if captions_per_image < 1:
             raise ValueError(f"captions_per_image must be at least 1, not {captions_per_image}")
-        self.dataset = _numpy_pixels(dataset.select_columns(["pixel_values", "caption_ids"]))
+        self.read = _CachedRows(dataset)
         self.captions_per_image = captions_per_image
         counts = np.fromiter((len(ids) for ids in dataset["caption_ids"]), dtype=np.int64, count=len(dataset))
         groups = -(-counts // captions_per_image)  # ceil: the last group of an image may be smaller
@@ -33,25 +42,22 @@ class CaptionGroups(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         row, start = int(self.rows[index]), int(self.starts[index])
-        example = self.dataset[row]
-        return {
-            "pixel_values": example["pixel_values"],
-            "caption_ids": example["caption_ids"][start : start + self.captions_per_image],
-        }
+        pixels, caption_ids = self.read(row)
+        return {"pixel_values": pixels, "caption_ids": caption_ids[start : start + self.captions_per_image]}
 
 
 class ImagesWithReferences(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
-        self._rows = _numpy_pixels(dataset.select_columns(["pixel_values", "caption_ids"]))
+        self.read = _CachedRows(dataset)
         self._metadata = dataset.select_columns(["captions", "image_id", "file_name"])
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        example = self._rows[index]
-        return {"pixel_values": example["pixel_values"], "caption_ids": example["caption_ids"], "image_index": index}
+        pixels, caption_ids = self.read(index)
+        return {"pixel_values": pixels, "caption_ids": caption_ids, "image_index": index}
 
     def metadata(self, indices) -> list[dict]:
         """`captions` (the references), `image_id` and `file_name` of the given rows, without pixels."""

@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import datasets
 from datasets import Dataset, Features, Image, Sequence, Value
+from datasets.exceptions import DatasetGenerationError
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,12 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
 
 def _from_rows(generator, gen_kwargs: dict, cache_dir: str | None) -> Dataset:
     # `from_generator` writes an on-disk Arrow table, so the `datasets.map` that follows is cached by fingerprint.
-    return Dataset.from_generator(generator, gen_kwargs=gen_kwargs, features=FEATURES, cache_dir=cache_dir)
+    try:
+        return Dataset.from_generator(generator, gen_kwargs=gen_kwargs, features=FEATURES, cache_dir=cache_dir)
+    except DatasetGenerationError as error:
+        if isinstance(error.__cause__, DataSourceError):
+            raise error.__cause__ from None  # the user's problem, not datasets': show our message alone
+        raise
 
 
 def load_coco(coco_dir: str, split: str, cache_dir: str | None = None) -> Dataset:

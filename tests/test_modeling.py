@@ -1,0 +1,88 @@
+import copy
+
+import pytest
+import torch
+from transformers import AutoTokenizer, VisionEncoderDecoderModel
+
+from vitgpt2.collator import pad_labels
+from vitgpt2.modeling import attention_implementations, caption_loss, configure_special_tokens, load_captioner
+
+
+@pytest.fixture(scope="module")
+def captioner(tiny_models):
+    encoder, decoder = tiny_models
+    tokenizer = AutoTokenizer.from_pretrained(decoder)
+    model = load_captioner(encoder=encoder, decoder=decoder)
+    configure_special_tokens(model, tokenizer, max_length=12, num_beams=2)
+    return model, tokenizer
+
+
+def test_joins_local_folders_with_cross_attention_and_sdpa(captioner):
+    model, _ = captioner
+    assert isinstance(model, VisionEncoderDecoderModel)
+    assert model.decoder.config.is_decoder and model.decoder.config.add_cross_attention
+    assert attention_implementations(model) == {"encoder": "sdpa", "decoder": "sdpa"}
+
+
+def test_special_token_ids_are_on_the_model_and_the_generation_config(captioner):
+    model, tokenizer = captioner
+    eos = tokenizer.eos_token_id
+    for config in (model.config, model.generation_config):
+        assert config.decoder_start_token_id == eos  # GPT-2's BOS is its EOS token
+        assert config.pad_token_id == eos
+        assert config.eos_token_id == eos
+    assert model.generation_config.max_length == 12 and model.generation_config.num_beams == 2
+
+
+def test_ids_survive_save_and_reload(captioner, tmp_path):
+    model, tokenizer = captioner
+    model.save_pretrained(tmp_path)
+    reloaded = load_captioner(checkpoint=str(tmp_path))
+    assert reloaded.generation_config.decoder_start_token_id == tokenizer.eos_token_id
+    assert reloaded.generation_config.pad_token_id == tokenizer.eos_token_id
+
+
+def test_encode_once_loss_and_gradients_equal_the_per_pair_loss(captioner):
+    model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
+    model.train()
+    torch.manual_seed(0)
+    eos = tokenizer.eos_token_id
+    pixels = torch.randn(2, 3, 32, 32)
+    captions = [[[5, 6, 7, eos], [8, eos], [9, 10, eos]], [[11, 12, eos], [13, 14, 15, 16, eos]]]
+    grouped = pad_labels(captions)  # (2 images, 3 captions, 5): one encoder pass per image
+    pairs = pad_labels([[caption] for group in captions for caption in group])  # (5 pairs, 1, 5)
+    pair_pixels = pixels.repeat_interleave(torch.tensor([3, 2]), dim=0)
+
+    model.eval()  # no dropout, so both paths see the same function
+    grouped_loss, _ = caption_loss(model, pixels, grouped)
+    grouped_loss.backward()
+    grouped_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    pair_loss, _ = caption_loss(model, pair_pixels, pairs)
+    pair_loss.backward()
+    assert torch.allclose(grouped_loss, pair_loss, atol=1e-5)
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.allclose(grouped_grads[name], parameter.grad, atol=1e-5), name
+
+    # and both equal transformers' own loss on the pairs
+    flat = pairs[:, 0]
+    reference = model(pixel_values=pair_pixels, labels=flat).loss
+    assert torch.allclose(pair_loss, reference, atol=1e-5)
+
+
+def test_loss_over_num_items_in_batch_sums_tokens(captioner):
+    model, tokenizer = captioner
+    eos = tokenizer.eos_token_id
+    labels = pad_labels([[[5, eos], [6, 7, eos]]])
+    mean_loss, _ = caption_loss(model, torch.randn(1, 3, 32, 32), labels)
+    torch.manual_seed(0)
+    pixels = torch.randn(1, 3, 32, 32)
+    mean_loss, _ = caption_loss(model, pixels, labels)
+    summed, _ = caption_loss(model, pixels, labels, num_items_in_batch=10)
+    assert torch.allclose(summed * 10, mean_loss * 5, atol=1e-4)  # 5 label tokens
+
+
+def test_missing_encoder_or_decoder_is_a_clear_error():
+    with pytest.raises(ValueError, match="encoder and a decoder"):
+        load_captioner(encoder="x")

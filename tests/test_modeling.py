@@ -5,7 +5,13 @@ import torch
 from transformers import AutoTokenizer, VisionEncoderDecoderModel
 
 from vitgpt2.collator import pad_labels
-from vitgpt2.modeling import attention_implementations, caption_loss, configure_special_tokens, load_captioner
+from vitgpt2.modeling import (
+    attention_implementations,
+    caption_loss,
+    configure_special_tokens,
+    load_captioner,
+    per_image_loss,
+)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +92,15 @@ def test_loss_over_num_items_in_batch_sums_tokens(captioner):
 def test_missing_encoder_or_decoder_is_a_clear_error():
     with pytest.raises(ValueError, match="encoder and a decoder"):
         load_captioner(encoder="x")
+
+
+def test_per_image_loss_averages_each_images_references(captioner):
+    model, tokenizer = captioner
+    model.eval()
+    eos = tokenizer.eos_token_id
+    pixels = torch.randn(2, 3, 32, 32)
+    captions = [[[5, 6, eos], [7, eos]], [[8, 9, 10, eos]]]
+    losses = per_image_loss(model, pixels, pad_labels(captions))
+    first, _ = caption_loss(model, pixels[:1], pad_labels(captions[:1]))
+    second, _ = caption_loss(model, pixels[1:], pad_labels(captions[1:]))
+    assert torch.allclose(losses, torch.stack([first, second]), atol=1e-5)

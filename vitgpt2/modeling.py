@@ -113,14 +113,9 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_token_id)
 
 
-def caption_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None):
-    """Cross-entropy of captions given images, encoding each image once for all of its captions.
-
-    `labels` is (images, captions, length), padded with -100; rows made only of -100 are absent captions.
-    The result equals the loss of the same (image, caption) pairs fed one pair per row: the mean over
-    caption tokens, or their sum over `num_items_in_batch` when the Trainer counts tokens across
-    gradient-accumulation steps.
-    """
+def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor):
+    """Per-token cross-entropy (captions, length) of the captions present in `labels`, the number of
+    captions of each image, and the model outputs; every image goes through the encoder once."""
     if labels.dim() == 2:
         labels = labels[:, None, :]
     images, per_image, length = labels.shape
@@ -133,8 +128,32 @@ def caption_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor, num_it
     with repeated_encoder_states(model, repeats):
         outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
-    token_losses = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), flat.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), flat.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
     )
-    denominator = num_items_in_batch if num_items_in_batch is not None else (flat != IGNORE_INDEX).sum()
-    return token_losses / denominator, outputs
+    return losses.view_as(flat), flat != IGNORE_INDEX, repeats, outputs
+
+
+def caption_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None):
+    """Cross-entropy of captions given images, encoding each image once for all of its captions.
+
+    `labels` is (images, captions, length), padded with -100; rows made only of -100 are absent captions.
+    The result equals the loss of the same (image, caption) pairs fed one pair per row: the mean over
+    caption tokens, or their sum over `num_items_in_batch` when the Trainer counts tokens across
+    gradient-accumulation steps.
+    """
+    losses, mask, _, outputs = _token_losses(model, pixel_values, labels)
+    denominator = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+    return losses.sum() / denominator, outputs
+
+
+def per_image_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each image's mean token loss over all of its references, shape (images,).
+
+    Averaged over images, this does not depend on how images were batched or spread over processes.
+    """
+    losses, mask, repeats, _ = _token_losses(model, pixel_values, labels)
+    owner = torch.repeat_interleave(torch.arange(len(repeats), device=losses.device), repeats.to(losses.device))
+    sums = losses.new_zeros(len(repeats)).index_add(0, owner, losses.sum(dim=-1))
+    counts = losses.new_zeros(len(repeats)).index_add(0, owner, mask.sum(dim=-1).to(losses.dtype))
+    return sums / counts.clamp(min=1)

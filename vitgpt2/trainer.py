@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from transformers import Seq2SeqTrainer
 
-from .modeling import IGNORE_INDEX, caption_loss
+from .modeling import IGNORE_INDEX, caption_loss, per_image_loss
 from .sampling import ImagesWithReferences
 
 logger = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ class CaptioningTrainer(Seq2SeqTrainer):
         inputs = self._prepare_inputs(inputs)
         loss = None
         if labels is not None:
+            # The mean of per-image losses: the Trainer averages batch losses weighted by batch size, so
+            # eval_loss is then the same however images are batched or spread over processes.
             with torch.no_grad(), self.compute_loss_context_manager():
-                loss = self.compute_loss(model, {**inputs, "labels": labels.to(self.args.device)}).detach()
+                loss = per_image_loss(model, inputs["pixel_values"], labels.to(self.args.device)).mean().detach()
         if prediction_loss_only or not self.args.predict_with_generate or image_index is None:
             return loss, None, None
         _, generated, _ = super().prediction_step(

@@ -1,0 +1,140 @@
+"""End to end: `run_captioning.main()` with patched `sys.argv`, on local folders only."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import VisionEncoderDecoderModel
+
+import run_captioning
+from vitgpt2.modeling import load_captioner
+from vitgpt2.synthetic import all_captions, write_synthetic_coco
+from vitgpt2.tiny_models import write_tiny_models
+
+REQUIRED_EVAL_KEYS = {
+    "eval_loss",
+    "eval_bleu",
+    "eval_rouge1",
+    "eval_rouge2",
+    "eval_rougeL",
+    "eval_bertscore_f1",
+    "eval_gen_len",
+}
+
+
+def _run(monkeypatch, argv: list[str]) -> dict:
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
+    return run_captioning.main()
+
+
+def test_train_evaluate_save(monkeypatch, synthetic_coco, tiny_models, minilm, tmp_path):
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    generated_rows = []
+    original_generate = VisionEncoderDecoderModel.generate
+
+    def counting_generate(self, *args, **kwargs):
+        result = original_generate(self, *args, **kwargs)
+        generated_rows.append(len(result))
+        return result
+
+    monkeypatch.setattr(VisionEncoderDecoderModel, "generate", counting_generate)
+    results = _run(
+        monkeypatch,
+        [
+            "--encoder_model_name_or_path", encoder,
+            "--decoder_model_name_or_path", decoder,
+            "--coco_dir", synthetic_coco,
+            "--output_dir", str(output),
+            "--do_train", "--do_eval",
+            "--num_train_epochs", "1",
+            "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "5",
+            "--learning_rate", "1e-3",
+            "--generation_max_length", "12",
+            "--bertscore_model", minilm,
+            "--bertscore_num_layers", "6",
+            "--report_to", "none",
+            "--save_strategy", "no",
+        ],
+    )  # fmt: skip
+    # evaluation generated once per validation image (12), not once per (image, caption) row (60)
+    assert sum(generated_rows) == 12
+    eval_results = json.loads((output / "eval_results.json").read_text())
+    assert REQUIRED_EVAL_KEYS <= set(eval_results)
+    assert REQUIRED_EVAL_KEYS <= set(json.loads((output / "all_results.json").read_text()))
+    assert all(0 <= eval_results[key] <= 100 for key in REQUIRED_EVAL_KEYS - {"eval_loss", "eval_gen_len"})
+    assert results["train_pairs"] == 200 and results["eval_samples"] == 12
+    for name in ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json"):
+        assert (output / name).is_file(), name
+    records = [json.loads(line) for line in open(output / "eval_predictions.jsonl")]
+    assert len(records) == 12 and len({r["image_id"] for r in records}) == 12
+    assert all(len(r["references"]) == 5 for r in records)
+    # the weights changed in training
+    trained = load_file(output / "model.safetensors")
+    initial = load_captioner(encoder=encoder, decoder=decoder).state_dict()
+    key = "decoder.transformer.h.0.mlp.c_fc.weight"
+    assert not torch.allclose(trained[key], initial[key])
+
+
+def test_config_file_with_overrides(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+    encoder, decoder = tiny_models
+    config = tmp_path / "run.json"
+    config.write_text(
+        json.dumps(
+            {
+                "encoder_model_name_or_path": encoder,
+                "decoder_model_name_or_path": decoder,
+                "coco_dir": synthetic_coco,
+                "output_dir": str(tmp_path / "wrong"),
+                "do_eval": True,
+                "max_eval_samples": 4,
+                "metrics": "bleu,rouge",
+                "report_to": "none",
+            }
+        )
+    )
+    results = _run(monkeypatch, [str(config), "--output_dir", str(tmp_path / "right")])
+    assert results["eval_samples"] == 4 and "eval_bleu" in results and "eval_bertscore_f1" not in results
+    assert (tmp_path / "right" / "eval_results.json").is_file() and not (tmp_path / "wrong").exists()
+
+
+@pytest.mark.slow
+def test_learns_synthetic_captions_and_stops_at_eos(monkeypatch, tmp_path):
+    """The task is learned (BLEU-4 >= 50 on held-out images) and captions end where references do."""
+    data = write_synthetic_coco(str(tmp_path / "data"), num_train=800, num_val=100, seed=3)
+    encoder, decoder = write_tiny_models(str(tmp_path / "models"), all_captions(data), image_size=64)
+    output = tmp_path / "out"
+    results = _run(
+        monkeypatch,
+        [
+            "--encoder_model_name_or_path", encoder,
+            "--decoder_model_name_or_path", decoder,
+            "--coco_dir", data,
+            "--output_dir", str(output),
+            "--do_train", "--do_eval",
+            "--num_train_epochs", "8",
+            "--captions_per_image", "5",
+            "--per_device_train_batch_size", "8",
+            "--per_device_eval_batch_size", "50",
+            "--learning_rate", "1e-3",
+            "--warmup_steps", "30",
+            "--lr_scheduler_type", "cosine",
+            "--generation_max_length", "24",
+            "--metrics", "bleu,rouge,cider",
+            "--report_to", "none",
+            "--save_strategy", "no",
+            "--seed", "0",
+        ],
+    )  # fmt: skip
+    assert results["eval_bleu"] >= 50, results
+    records = [json.loads(line) for line in open(output / "eval_predictions.jsonl")]
+    reference_words = np.mean([len(ref.split()) for r in records for ref in r["references"]])
+    predicted_words = np.mean([len(r["prediction"].split()) for r in records])
+    # EOS was learned: captions stop near the references' length instead of running to the 24-token limit
+    assert abs(predicted_words - reference_words) < 2.5, (predicted_words, reference_words)
+    assert results["eval_gen_len"] < 20

@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+from datasets import Array3D, Dataset, Features, Sequence, Value
+from transformers import AutoTokenizer
+from transformers.trainer_utils import EvalPrediction
+
+from vitgpt2.sampling import ImagesWithReferences
+from vitgpt2.trainer import CaptionMetricsHook
+
+
+class RecordingScorer:
+    def __init__(self):
+        self.calls = []
+
+    def score(self, predictions, references, return_per_image=False):
+        self.calls.append((predictions, references))
+        per_image = [{"hits": float(p in refs)} for p, refs in zip(predictions, references)]
+        corpus = {"hits": 100 * float(np.mean([s["hits"] for s in per_image]))}
+        return (corpus, per_image) if return_per_image else corpus
+
+
+@pytest.fixture
+def view():
+    captions = [["a red circle", "one red circle"], ["two blue squares", "blue squares", "2 squares"], ["a cat"]]
+    features = Features(
+        {
+            "pixel_values": Array3D(shape=(3, 2, 2), dtype="uint8"),
+            "caption_ids": Sequence(Sequence(Value("int32"))),
+            "captions": Sequence(Value("string")),
+            "image_id": Value("string"),
+            "file_name": Value("string"),
+        }
+    )
+    return ImagesWithReferences(
+        Dataset.from_dict(
+            {
+                "pixel_values": [np.zeros((3, 2, 2), np.uint8)] * 3,
+                "caption_ids": [[[1]]] * 3,
+                "captions": captions,
+                "image_id": ["10", "20", "30"],
+                "file_name": ["10.jpg", "20.jpg", "30.jpg"],
+            },
+            features=features,
+        )
+    )
+
+
+def test_each_prediction_is_scored_against_all_references_of_its_own_image(view, tiny_models, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models[1])
+    tokenizer.pad_token = tokenizer.eos_token
+    eos = tokenizer.eos_token_id
+    texts = ["blue squares", "a cat", "one red circle"]
+    generated = [[eos] + tokenizer(t)["input_ids"] + [eos] for t in texts]
+    width = max(map(len, generated)) + 2
+    padded = np.array([row + [-100] * (width - len(row)) for row in generated])  # -100: cross-process padding
+    # gathered out of order, as several processes would: rows 1, 2, 0 of the dataset
+    labels = np.array([[1], [2], [0]])
+    scorer = RecordingScorer()
+    hook = CaptionMetricsHook(tokenizer, scorer, output_dir=str(tmp_path))
+    hook.bind(view, "eval")
+    metrics = hook(EvalPrediction(predictions=padded, label_ids=labels))
+    predictions, references = scorer.calls[0]
+    assert predictions == texts
+    assert references == [view.dataset[1]["captions"], view.dataset[2]["captions"], view.dataset[0]["captions"]]
+    assert metrics["hits"] == 100.0
+    assert metrics["gen_len"] == pytest.approx(np.mean([len(tokenizer(t)["input_ids"]) for t in texts]))
+    records = [json.loads(line) for line in open(tmp_path / "eval_predictions.jsonl")]
+    assert [r["image_id"] for r in records] == ["20", "30", "10"]
+    assert records[0]["references"] == ["two blue squares", "blue squares", "2 squares"]
+    assert records[0]["prediction"] == "blue squares" and records[0]["scores"] == {"hits": 1.0}
+
+
+def test_unbound_hook_refuses_to_guess(tiny_models):
+    hook = CaptionMetricsHook(AutoTokenizer.from_pretrained(tiny_models[1]), RecordingScorer())
+    with pytest.raises(RuntimeError, match="bind"):
+        hook(EvalPrediction(predictions=np.zeros((1, 2), int), label_ids=np.zeros((1, 1), int)))

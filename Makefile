@@ -31,6 +31,7 @@ demo: setup
 		run_captioning.py configs/demo.yaml \
 		--bertscore_model "$$($(BIN)/python -m vitgpt2.offline_models minilm)" --bertscore_num_layers 6
 	$(BIN)/python scripts/demo_captions.py $(DEMO_DIR)/output $(DEMO_DIR)/data
+	$(BIN)/python scripts/constant_caption_baseline.py $(DEMO_DIR)/data
 
 test: setup
 	$(BIN)/python -m pytest -q

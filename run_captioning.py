@@ -24,23 +24,23 @@ A single .json/.yaml argument is a config file; arguments after it override it.
 """
 
 import logging
-import os
 import sys
 
 import datasets
 import transformers
 from transformers import AutoImageProcessor, AutoTokenizer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from vitgpt2.arguments import parse_args
+from vitgpt2.checkpoints import last_complete_checkpoint
 from vitgpt2.collator import CaptioningCollator
 from vitgpt2.metrics import CaptionScorer
 from vitgpt2.modeling import attention_implementations, configure_special_tokens, load_captioner
+from vitgpt2.pipeline import PipelineCodeCallback
 from vitgpt2.preprocessing import preprocess
 from vitgpt2.publishing import publish
 from vitgpt2.sampling import CaptionGroups, ImagesWithReferences
 from vitgpt2.sources import load_split
-from vitgpt2.trainer import CaptionMetricsHook, CaptioningTrainer
+from vitgpt2.trainer import CaptioningTrainer, CaptionMetricsHook
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Last checkpoint: an interrupted run resumes from its last complete checkpoint.
     resume_from = training_args.resume_from_checkpoint
-    if resume_from is None and training_args.do_train and os.path.isdir(training_args.output_dir):
-        resume_from = get_last_checkpoint(training_args.output_dir)
+    if resume_from is None and training_args.do_train:
+        resume_from = last_complete_checkpoint(training_args.output_dir)
         if resume_from is not None:
             logger.info("Resuming training from %s", resume_from)
 
@@ -75,9 +75,14 @@ def main(argv: list[str] | None = None) -> dict:
     split_names = {
         "train": data_args.train_split_name,
         "eval": data_args.eval_split_name,
-        "predict": data_args.test_split_name or ("test" if data_args.karpathy_split_file else data_args.eval_split_name),
+        "predict": data_args.test_split_name
+        or ("test" if data_args.karpathy_split_file else data_args.eval_split_name),
     }
-    limits = {"train": data_args.max_train_samples, "eval": data_args.max_eval_samples, "predict": data_args.max_predict_samples}
+    limits = {
+        "train": data_args.max_train_samples,
+        "eval": data_args.max_eval_samples,
+        "predict": data_args.max_predict_samples,
+    }
     raw = {}
     with training_args.main_process_first(desc="loading datasets"):
         for role, name in split_names.items():
@@ -116,8 +121,12 @@ def main(argv: list[str] | None = None) -> dict:
                 desc=f"preprocessing {role} images",
             )
     train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
-    eval_dataset = ImagesWithReferences(processed["eval"]) if "eval" in processed else None
+    eval_dataset = ImagesWithReferences(processed["eval"], raw_images=raw.get("eval")) if "eval" in processed else None
     predict_dataset = ImagesWithReferences(processed["predict"]) if "predict" in processed else None
+
+    # The Trainer's own push would upload each checkpoint without pipeline code (and training_args.bin, which
+    # holds the token); vitgpt2 pushes the finished folder itself, see vitgpt2.hub.
+    push, training_args.push_to_hub = training_args.push_to_hub, False
 
     # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
     collator = CaptioningCollator(image_processor)
@@ -133,6 +142,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         data_collator=collator,
         metrics_hook=metrics_hook,
+        callbacks=[PipelineCodeCallback(tokenizer=tokenizer, image_processor=image_processor)],
     )
     if metrics_hook is not None:
         metrics_hook.is_main_process = trainer.is_world_process_zero
@@ -142,7 +152,11 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model()
-        metrics = {**train_result.metrics, "train_samples": len(processed["train"]), "train_pairs": train_dataset.num_captions}
+        metrics = {
+            **train_result.metrics,
+            "train_samples": len(processed["train"]),
+            "train_pairs": train_dataset.num_captions,
+        }
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -165,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Save tokenizer + image processor with the model, pipeline code, pictures, model card; push if asked.
     if trainer.is_world_process_zero():
-        publish(trainer, image_processor, model_args, data_args, results, eval_dataset)
+        publish(trainer, image_processor, model_args, data_args, results, eval_dataset, push=push)
     return results
 
 

@@ -27,8 +27,10 @@ def main(output_dir: str, data_dir: str, count: int = 6) -> None:
     captioner = pipeline("image-to-text", model=output_dir, trust_remote_code=True)
     paths = [os.path.join(data_dir, "val2017", image["file_name"]) for image in images]
     print(f"\nCaptions from pipeline('image-to-text', model={output_dir!r}, trust_remote_code=True):")
-    for image, path, result in zip(images, paths, captioner(paths, batch_size=len(paths))):
-        print(f"  {image['file_name']}: {result[0]['generated_text']!r}   (a reference: {references[image['id']][0]!r})")
+    for image, result in zip(images, captioner(paths, batch_size=len(paths))):
+        print(
+            f"  {image['file_name']}: {result[0]['generated_text']!r}   (a reference: {references[image['id']][0]!r})"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,11 @@ def test_collator_normalises_uint8_pixels_and_passes_image_indices():
     processor = ViTImageProcessor(size={"height": 4, "width": 4})
     examples = [
         {"pixel_values": np.full((3, 4, 4), 255, dtype=np.uint8), "caption_ids": [[3, EOS]], "image_index": 7},
-        {"pixel_values": np.zeros((3, 4, 4), dtype=np.uint8), "caption_ids": [[3, 4, EOS], [5, EOS]], "image_index": 2},
+        {
+            "pixel_values": np.zeros((3, 4, 4), dtype=np.uint8),
+            "caption_ids": [[3, 4, EOS], [5, EOS]],
+            "image_index": 2,
+        },
     ]
     batch = CaptioningCollator(processor)(examples)
     assert batch["pixel_values"].dtype == torch.float32 and batch["pixel_values"].shape == (2, 3, 4, 4)

@@ -1,7 +1,6 @@
 """End to end: `run_captioning.main()` with patched `sys.argv`, on local folders only."""
 
 import json
-import os
 import sys
 
 import numpy as np

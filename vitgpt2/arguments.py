@@ -63,7 +63,8 @@ class DataArguments:
         },
     )
     karpathy_split_file: str | None = field(
-        default=None, metadata={"help": "Karpathy's dataset_coco.json; restval joins train, test is the predict split."}
+        default=None,
+        metadata={"help": "Karpathy's dataset_coco.json; restval joins train, test is the predict split."},
     )
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (or 'imagefolder')."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
@@ -83,7 +84,8 @@ class DataArguments:
     train_split_name: str = field(default="train", metadata={"help": "Split used for training."})
     eval_split_name: str = field(default="validation", metadata={"help": "Split used for evaluation."})
     test_split_name: str | None = field(
-        default=None, metadata={"help": "Split used by --do_predict (default: 'test' for Karpathy, else the eval split)."}
+        default=None,
+        metadata={"help": "Split used by --do_predict (default: 'test' for Karpathy, else the eval split)."},
     )
     max_target_length: int = field(
         default=64, metadata={"help": "Longest caption in tokens, EOS included; longer captions are truncated."}

@@ -9,7 +9,9 @@ from .images import PixelNormalizer
 from .modeling import IGNORE_INDEX
 
 
-def pad_labels(groups: list[list[list[int]]], pad_to: int | None = None, multiple_of: int | None = None) -> torch.Tensor:
+def pad_labels(
+    groups: list[list[list[int]]], pad_to: int | None = None, multiple_of: int | None = None
+) -> torch.Tensor:
     """(images, captions, length) label tensor. Each caption keeps its own final EOS, since that is the
     token that teaches the model to stop; only the padding after it becomes -100 (never the EOS, even
     though GPT-2's pad id is the EOS id)."""
@@ -41,7 +43,9 @@ class CaptioningCollator:
         pixels = np.stack([np.asarray(example["pixel_values"], dtype=np.uint8) for example in examples])
         batch = {
             "pixel_values": self.normalize(torch.from_numpy(pixels)),
-            "labels": pad_labels([list(example["caption_ids"]) for example in examples], self.pad_to, self.pad_to_multiple_of),
+            "labels": pad_labels(
+                [list(example["caption_ids"]) for example in examples], self.pad_to, self.pad_to_multiple_of
+            ),
         }
         if "image_index" in examples[0]:
             batch["image_index"] = torch.tensor([example["image_index"] for example in examples], dtype=torch.long)

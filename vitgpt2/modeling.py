@@ -42,7 +42,14 @@ def load_captioner(
     join = VisionEncoderDecoderModel.from_encoder_decoder_pretrained
     try:
         # The captioner never reads the encoder's pooler; leaving it out also spares DDP unused parameters.
-        return join(encoder, decoder, decoder_config=decoder_config, encoder_add_pooling_layer=False, **encoder_kwargs, **decoder_kwargs)
+        return join(
+            encoder,
+            decoder,
+            decoder_config=decoder_config,
+            encoder_add_pooling_layer=False,
+            **encoder_kwargs,
+            **decoder_kwargs,
+        )
     except TypeError:  # encoders without a pooling layer option
         return join(encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs)
 
@@ -59,7 +66,11 @@ def configure_special_tokens(model, tokenizer, max_length: int | None = None, nu
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    ids = {"decoder_start_token_id": start, "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+    ids = {
+        "decoder_start_token_id": start,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     for key, value in ids.items():
         setattr(model.config, key, value)
     model.config.decoder.bos_token_id = start

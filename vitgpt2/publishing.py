@@ -1,13 +1,80 @@
-"""After training: everything a user downloads next to the weights, then the optional push to the Hub."""
+"""After training: everything a user downloads next to the weights, then the optional push to the Hub.
+
+The output folder gets the image processor (the Trainer saves model, tokenizer and generation config),
+the pipeline code that makes `pipeline("image-to-text", trust_remote_code=True)` work, a loss-curve and a
+caption-grid picture, and a model card with the results.
+"""
 
 import logging
+import os
+
+from .hub import push_to_hub
+from .images import load_rgb
+from .model_card import write_model_card
+from .pipeline import save_pipeline_code
+from .plots import save_caption_grid, save_loss_curves
 
 logger = logging.getLogger(__name__)
 
+LOSS_PICTURE = "loss_curves.png"
+SAMPLES_PICTURE = "sample_captions.png"
 
-def publish(trainer, image_processor, model_args, data_args, results: dict, eval_dataset=None) -> None:
-    """Completes the output folder (image processor; model, tokenizer and generation config come from
-    `trainer.save_model`)."""
+
+def save_pictures(trainer, eval_records: list[dict], eval_dataset) -> list[str]:
+    output_dir = trainer.args.output_dir
+    pictures = []
+    if trainer.state.log_history:
+        save_loss_curves(trainer.state.log_history, os.path.join(output_dir, LOSS_PICTURE))
+        pictures.append(LOSS_PICTURE)
+    if eval_records:
+        try:
+            load = lambda record: load_rgb(eval_dataset.source_image(record["image_index"]))  # noqa: E731
+            save_caption_grid(eval_records, load, os.path.join(output_dir, SAMPLES_PICTURE))
+            pictures.append(SAMPLES_PICTURE)
+        except (OSError, ValueError, LookupError) as error:  # a picture is not worth losing the trained model over
+            logger.warning("no caption grid: %s", error)
+    return pictures
+
+
+def publish(trainer, image_processor, model_args, data_args, results: dict, eval_dataset=None, push: bool = False):
+    """Completes the output folder of a training run; pushes it to the Hub when `push`."""
     args = trainer.args
-    if args.do_train:
-        image_processor.save_pretrained(args.output_dir)
+    if not args.do_train:
+        return
+    output_dir = args.output_dir
+    image_processor.save_pretrained(output_dir)
+    save_pipeline_code(output_dir)
+    records = trainer.metrics_hook.last_records if trainer.metrics_hook is not None else []
+    pictures = save_pictures(trainer, records, eval_dataset)
+    base_models = {"encoder": model_args.encoder_model_name_or_path, "decoder": model_args.decoder_model_name_or_path}
+    if model_args.model_name_or_path:
+        base_models = {"checkpoint": model_args.model_name_or_path}
+    dataset = data_args.dataset_name or ("COCO" if data_args.coco_dir else data_args.image_folder)
+    write_model_card(
+        output_dir,
+        model_name=os.path.basename(os.path.normpath(args.hub_model_id or output_dir)),
+        base_models=base_models,
+        dataset=dataset,
+        metrics=results,
+        hyperparameters=_hyperparameters(args, data_args),
+        sample_records=records[:20],
+        pictures=pictures,
+        hub_model_id=args.hub_model_id if push else None,
+    )
+    if push:
+        repo_id = args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
+        push_to_hub(output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo)
+        logger.info("pushed %s to the Hub as %s", output_dir, repo_id)
+
+
+def _hyperparameters(args, data_args) -> dict:
+    keys = (
+        "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+        "num_train_epochs", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16", "fp16",
+        "generation_max_length", "generation_num_beams",
+    )  # fmt: skip
+    values = {key: getattr(args, key) for key in keys}
+    values["world_size"] = args.world_size
+    values["captions_per_image"] = data_args.captions_per_image
+    values["max_target_length"] = data_args.max_target_length
+    return values

@@ -47,10 +47,12 @@ class CaptionGroups(torch.utils.data.Dataset):
 
 
 class ImagesWithReferences(torch.utils.data.Dataset):
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset, raw_images: Dataset | None = None):
+        """`raw_images`: the split before preprocessing, for pictures of the original images."""
         self.dataset = dataset
         self.read = _CachedRows(dataset)
         self._metadata = dataset.select_columns(["captions", "image_id", "file_name"])
+        self.raw_images = raw_images
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -58,6 +60,14 @@ class ImagesWithReferences(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         pixels, caption_ids = self.read(index)
         return {"pixel_values": pixels, "caption_ids": caption_ids, "image_index": index}
+
+    def source_image(self, index: int):
+        """The original image (a path or bytes, as the source gave it) of preprocessed row `index`."""
+        if self.raw_images is None:
+            raise LookupError("this view was built without its raw images")
+        if not hasattr(self, "_raw_rows"):
+            self._raw_rows = {image_id: row for row, image_id in enumerate(self.raw_images["image_id"])}
+        return self.raw_images[self._raw_rows[self._metadata[int(index)]["image_id"]]]["image"]
 
     def metadata(self, indices) -> list[dict]:
         """`captions` (the references), `image_id` and `file_name` of the given rows, without pixels."""

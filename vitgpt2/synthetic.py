@@ -101,7 +101,9 @@ def write_split(root: str, split: str, num_images: int, rng: random.Random, imag
     annotation_file = os.path.join(root, "annotations", f"captions_{split}2017.json")
     os.makedirs(os.path.dirname(annotation_file), exist_ok=True)
     with open(annotation_file, "w") as f:
-        json.dump({"info": {"description": "vitgpt2 synthetic scenes"}, "images": images, "annotations": annotations}, f)
+        json.dump(
+            {"info": {"description": "vitgpt2 synthetic scenes"}, "images": images, "annotations": annotations}, f
+        )
     return annotation_file
 
 

@@ -37,7 +37,12 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2Tok
 
 
 def write_tiny_encoder(
-    output_dir: str, image_size: int = 64, patch_size: int = 8, hidden_size: int = 128, num_layers: int = 3, seed: int = 0
+    output_dir: str,
+    image_size: int = 64,
+    patch_size: int = 8,
+    hidden_size: int = 128,
+    num_layers: int = 3,
+    seed: int = 0,
 ) -> str:
     """A ViT encoder + ViTImageProcessor folder, like `google/vit-base-patch16-224-in21k` but small."""
     import torch

@@ -1,11 +1,9 @@
 """`vitgpt2 make-synthetic`: a synthetic captioning set in the COCO 2017 layout."""
 
-from vitgpt2.synthetic import write_synthetic_coco
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "make-synthetic", help="write a synthetic COCO-2017-layout captioning set (images + annotations)"
+        "make-synthetic", help="Write a synthetic COCO-2017-layout captioning set (images + annotations)"
     )
     parser.add_argument("--output_dir", required=True, help="folder to write train2017/, val2017/, annotations/")
     parser.add_argument("--num_train", type=int, default=2000, help="training images (5 captions each)")
@@ -16,6 +14,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from vitgpt2.synthetic import write_synthetic_coco
+
     write_synthetic_coco(args.output_dir, args.num_train, args.num_val, args.image_size, args.seed)
     print(f"wrote {args.num_train} training and {args.num_val} validation images to {args.output_dir}")
     return 0

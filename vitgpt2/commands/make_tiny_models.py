@@ -1,13 +1,10 @@
 """`vitgpt2 make-tiny-models`: small encoder/decoder folders in hub layout, loaded like hub checkpoints."""
 
-from vitgpt2.synthetic import all_captions
-from vitgpt2.tiny_models import write_tiny_models
-
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "make-tiny-models",
-        help="write small random-weight ViT and GPT-2 folders (with a BPE tokenizer trained on the captions)",
+        help="Write small random-weight ViT and GPT-2 folders (with a BPE tokenizer trained on the captions)",
     )
     parser.add_argument("--coco_dir", required=True, help="COCO-2017-layout folder whose train captions train the BPE")
     parser.add_argument("--output_dir", required=True, help="writes <output_dir>/encoder and <output_dir>/decoder")
@@ -20,6 +17,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from vitgpt2.synthetic import all_captions
+    from vitgpt2.tiny_models import write_tiny_models
+
     encoder, decoder = write_tiny_models(
         args.output_dir,
         all_captions(args.coco_dir, "train"),

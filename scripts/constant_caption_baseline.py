@@ -1,0 +1,35 @@
+"""What a captioner that ignores the image scores on the demo's held-out images: it always writes the most
+frequent training caption. The trained model's scores mean something only well above these."""
+
+import json
+import os
+import sys
+from collections import Counter
+
+from vitgpt2.metrics import CaptionScorer
+
+
+def captions_by_image(annotation_file: str) -> dict:
+    with open(annotation_file) as f:
+        data = json.load(f)
+    grouped = {image["id"]: [] for image in data["images"]}
+    for annotation in data["annotations"]:
+        grouped[annotation["image_id"]].append(annotation["caption"])
+    return grouped
+
+
+def main(data_dir: str, metrics: str = "bleu,rouge,cider") -> dict:
+    train = captions_by_image(os.path.join(data_dir, "annotations", "captions_train2017.json"))
+    val = captions_by_image(os.path.join(data_dir, "annotations", "captions_val2017.json"))
+    constant, count = Counter(caption for captions in train.values() for caption in captions).most_common(1)[0]
+    references = list(val.values())
+    scores = CaptionScorer(metrics=metrics.split(",")).score([constant] * len(references), references)
+    print(f"\nBaseline: always {constant!r} (the most frequent training caption, {count} times) on {len(val)} images:")
+    print("  " + "  ".join(f"{key} {value:.2f}" for key, value in scores.items()))
+    return scores
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python scripts/constant_caption_baseline.py DATA_DIR")
+    main(sys.argv[1])

@@ -1,0 +1,85 @@
+"""`vitgpt2 caption`: files, folders, JSON lines output, and unreadable files reported without stopping the run."""
+
+import argparse
+import json
+
+import PIL.Image
+import pytest
+import skimage.data
+from test_pipeline import save_tiny_captioner
+
+from vitgpt2.commands import caption
+from vitgpt2.pipeline import captioning_pipeline
+
+
+def run_caption(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    caption.register(parser.add_subparsers())
+    args = parser.parse_args(["caption", *argv])
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_tiny_captioner(tmp_path_factory.mktemp("caption_command"))
+
+
+@pytest.fixture(scope="module")
+def pipe(model_dir):
+    return captioning_pipeline(model_dir, device="cpu")
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    PIL.Image.fromarray(skimage.data.coffee()).save(folder / "b_coffee.jpg")
+    PIL.Image.fromarray(skimage.data.chelsea()).save(folder / "a_chelsea.PNG")
+    PIL.Image.fromarray(skimage.data.camera()).save(folder / "c_camera.png")  # grayscale
+    PIL.Image.fromarray(skimage.data.rocket()).save(folder / "nested" / "rocket.png")  # not expanded: not recursive
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def captioned(pipe, path, **generate_kwargs) -> str:
+    return pipe(str(path), **generate_kwargs)[0]["generated_text"]
+
+
+def test_folder_prints_sorted_file_tab_caption_lines(pipe, model_dir, image_dir, capsys):
+    assert run_caption(str(image_dir), "--model", model_dir, "--batch_size", "2", "--device", "cpu") == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = [image_dir / name for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")]
+    assert lines == [f"{path}\t{captioned(pipe, path)}" for path in expected]
+
+
+def test_unreadable_files_are_reported_and_skipped(pipe, model_dir, image_dir, tmp_path, capsys):
+    (image_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (image_dir / "empty.png").write_bytes(b"")
+    output = tmp_path / "captions.jsonl"
+    missing = tmp_path / "missing.jpg"
+    status = run_caption(
+        str(image_dir), str(missing), "--model", model_dir, "--output", str(output), "--device", "cpu"
+    )
+    assert status != 0
+    errors = capsys.readouterr().err
+    for bad in ("broken.jpg", "empty.png", str(missing)):
+        assert bad in errors
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [record["file"] for record in records] == [
+        str(image_dir / name) for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")
+    ]
+    assert all(record["caption"] == captioned(pipe, record["file"]) for record in records)
+
+
+def test_files_and_generation_options(pipe, model_dir, image_dir, tmp_path):
+    files = [str(image_dir / "nested" / "rocket.png"), str(image_dir / "b_coffee.jpg")]
+    output = tmp_path / "out.jsonl"
+    options = ["--num_beams", "2", "--max_new_tokens", "4", "--output", str(output), "--device", "cpu"]
+    assert run_caption(*files, "--model", model_dir, *options) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert records == [{"file": f, "caption": captioned(pipe, f, num_beams=2, max_new_tokens=4)} for f in files]
+
+
+def test_folder_without_images_fails(model_dir, tmp_path, capsys):
+    assert run_caption(str(tmp_path), "--model", model_dir) == 1
+    assert "no image files" in capsys.readouterr().err

@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, metrics_args, training_args = parse_args(argv)
+    # vitgpt2 pushes the finished folder itself (vitgpt2.hub): the Trainer's push would upload checkpoints without
+    # pipeline code. The token is kept out of training_args, which the Trainer pickles into training_args.bin.
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    hub_token, training_args.hub_token = training_args.hub_token, None
 
     # Logging: INFO on the main process, warnings elsewhere.
     logging.basicConfig(
@@ -124,12 +128,10 @@ def main(argv: list[str] | None = None) -> dict:
     eval_dataset = ImagesWithReferences(processed["eval"], raw_images=raw.get("eval")) if "eval" in processed else None
     predict_dataset = ImagesWithReferences(processed["predict"]) if "predict" in processed else None
 
-    # The Trainer's own push would upload each checkpoint without pipeline code (and training_args.bin, which
-    # holds the token); vitgpt2 pushes the finished folder itself, see vitgpt2.hub.
-    push, training_args.push_to_hub = training_args.push_to_hub, False
-
     # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
-    collator = CaptioningCollator(image_processor)
+    collator = CaptioningCollator(
+        image_processor, pad_to=data_args.max_target_length if data_args.pad_to_max_length else None
+    )
     scorer = CaptionScorer.from_args(metrics_args) if training_args.predict_with_generate else None
     metrics_hook = CaptionMetricsHook(tokenizer, scorer, training_args.output_dir) if scorer is not None else None
 
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Save tokenizer + image processor with the model, pipeline code, pictures, model card; push if asked.
     if trainer.is_world_process_zero():
-        publish(trainer, image_processor, model_args, data_args, results, eval_dataset, push=push)
+        publish(trainer, image_processor, model_args, data_args, results, eval_dataset, push=push, token=hub_token)
     return results
 
 

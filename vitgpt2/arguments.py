@@ -90,6 +90,10 @@ class DataArguments:
     max_target_length: int = field(
         default=64, metadata={"help": "Longest caption in tokens, EOS included; longer captions are truncated."}
     )
+    pad_to_max_length: bool = field(
+        default=False,
+        metadata={"help": "Pad every label batch to --max_target_length: fixed shapes, as --torch_compile prefers."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation images."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N predict images."})

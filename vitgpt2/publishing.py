@@ -36,7 +36,9 @@ def save_pictures(trainer, eval_records: list[dict], eval_dataset) -> list[str]:
     return pictures
 
 
-def publish(trainer, image_processor, model_args, data_args, results: dict, eval_dataset=None, push: bool = False):
+def publish(
+    trainer, image_processor, model_args, data_args, results: dict, eval_dataset=None, push: bool = False, token=None
+):
     """Completes the output folder of a training run; pushes it to the Hub when `push`."""
     args = trainer.args
     if not args.do_train:
@@ -63,7 +65,7 @@ def publish(trainer, image_processor, model_args, data_args, results: dict, eval
     )
     if push:
         repo_id = args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
-        push_to_hub(output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo)
+        push_to_hub(output_dir, repo_id, token=token, private=args.hub_private_repo)
         logger.info("pushed %s to the Hub as %s", output_dir, repo_id)
 
 

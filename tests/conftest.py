@@ -32,3 +32,56 @@ def minilm() -> str:
     from vitgpt2.offline_models import minilm_path
 
     return minilm_path()
+
+
+@pytest.fixture
+def cached_split():
+    """Builds a preprocessed-like split without images or a tokenizer: image i has pixels all equal to i,
+    caption ids [10 * i + k] and the given references."""
+    import numpy as np
+    from datasets import Array3D, Dataset, Features, Sequence, Value
+
+    def build(captions: list[list[str]], image_ids: list[str]):
+        features = Features(
+            {
+                "pixel_values": Array3D(shape=(3, 2, 2), dtype="uint8"),
+                "caption_ids": Sequence(Sequence(Value("int32"))),
+                "captions": Sequence(Value("string")),
+                "image_id": Value("string"),
+                "file_name": Value("string"),
+            }
+        )
+        columns = {
+            "pixel_values": [np.full((3, 2, 2), i, dtype=np.uint8) for i in range(len(captions))],
+            "caption_ids": [[[10 * i + k] for k in range(len(refs))] for i, refs in enumerate(captions)],
+            "captions": captions,
+            "image_id": image_ids,
+            "file_name": [f"{image_id}.jpg" for image_id in image_ids],
+        }
+        return Dataset.from_dict(columns, features=features)
+
+    return build
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """Replaces the Hub calls: records them, and copies what `upload_folder` would send to `hub.uploaded`."""
+    import shutil
+    from types import SimpleNamespace
+
+    from huggingface_hub import HfApi
+
+    calls = SimpleNamespace(create_repo=[], upload_folder=[], uploaded=tmp_path / "uploaded")
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.create_repo.append({"repo_id": repo_id, **kwargs})
+        return SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, **kwargs):
+        calls.upload_folder.append(kwargs)
+        shutil.copytree(kwargs["folder_path"], calls.uploaded)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls

@@ -4,12 +4,10 @@ import logging
 import os
 import pickle
 import shutil
-from types import SimpleNamespace
 
 import PIL.Image
 import pytest
 import skimage.data
-from huggingface_hub import HfApi
 from test_pipeline import save_tiny_captioner
 from transformers import pipeline
 
@@ -54,25 +52,6 @@ def model_dir(tmp_path_factory):
         with open(os.path.join(output_dir, name), "wb") as f:
             f.write(content)
     return output_dir
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """Replaces the Hub calls: records them, and copies what `upload_folder` would send to `hub.uploaded`."""
-    calls = SimpleNamespace(create_repo=[], upload_folder=[], uploaded=tmp_path / "uploaded")
-
-    def create_repo(self, repo_id, **kwargs):
-        calls.create_repo.append({"repo_id": repo_id, **kwargs})
-        return SimpleNamespace(repo_id=repo_id)
-
-    def upload_folder(self, **kwargs):
-        calls.upload_folder.append(kwargs)
-        shutil.copytree(kwargs["folder_path"], calls.uploaded)
-        return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0")
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    return calls
 
 
 def uploaded_files(folder) -> list[str]:

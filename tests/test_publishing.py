@@ -5,7 +5,7 @@ import sys
 
 import PIL.Image
 from huggingface_hub import ModelCard
-from test_hub import TOKEN, hub, uploaded_files  # noqa: F401  (hub is a fixture)
+from test_hub import TOKEN, uploaded_files
 
 import run_captioning
 from vitgpt2.pipeline import captioning_pipeline

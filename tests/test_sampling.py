@@ -1,32 +1,13 @@
 import numpy as np
 import pytest
-from datasets import Array3D, Dataset, Features, Sequence, Value
 
 from vitgpt2.sampling import CaptionGroups, ImagesWithReferences
 
 
 @pytest.fixture
-def cache():
+def cache(cached_split):
     counts = [5, 3, 1]
-    features = Features(
-        {
-            "pixel_values": Array3D(shape=(3, 2, 2), dtype="uint8"),
-            "caption_ids": Sequence(Sequence(Value("int32"))),
-            "captions": Sequence(Value("string")),
-            "image_id": Value("string"),
-            "file_name": Value("string"),
-        }
-    )
-    return Dataset.from_dict(
-        {
-            "pixel_values": [np.full((3, 2, 2), i, dtype=np.uint8) for i in range(3)],
-            "caption_ids": [[[10 * i + k] for k in range(n)] for i, n in enumerate(counts)],
-            "captions": [[f"image {i} caption {k}" for k in range(n)] for i, n in enumerate(counts)],
-            "image_id": ["a", "b", "c"],
-            "file_name": ["a.jpg", "b.jpg", "c.jpg"],
-        },
-        features=features,
-    )
+    return cached_split([[f"image {i} caption {k}" for k in range(n)] for i, n in enumerate(counts)], ["a", "b", "c"])
 
 
 @pytest.mark.parametrize("per_image, expected_items", [(1, 9), (2, 3 + 2 + 1), (5, 3)])

@@ -2,7 +2,6 @@ import json
 
 import numpy as np
 import pytest
-from datasets import Array3D, Dataset, Features, Sequence, Value
 from transformers import AutoTokenizer
 from transformers.trainer_utils import EvalPrediction
 
@@ -22,29 +21,9 @@ class RecordingScorer:
 
 
 @pytest.fixture
-def view():
+def view(cached_split):
     captions = [["a red circle", "one red circle"], ["two blue squares", "blue squares", "2 squares"], ["a cat"]]
-    features = Features(
-        {
-            "pixel_values": Array3D(shape=(3, 2, 2), dtype="uint8"),
-            "caption_ids": Sequence(Sequence(Value("int32"))),
-            "captions": Sequence(Value("string")),
-            "image_id": Value("string"),
-            "file_name": Value("string"),
-        }
-    )
-    return ImagesWithReferences(
-        Dataset.from_dict(
-            {
-                "pixel_values": [np.zeros((3, 2, 2), np.uint8)] * 3,
-                "caption_ids": [[[1]]] * 3,
-                "captions": captions,
-                "image_id": ["10", "20", "30"],
-                "file_name": ["10.jpg", "20.jpg", "30.jpg"],
-            },
-            features=features,
-        )
-    )
+    return ImagesWithReferences(cached_split(captions, ["10", "20", "30"]))
 
 
 def test_each_prediction_is_scored_against_all_references_of_its_own_image(view, tiny_models, tmp_path):

@@ -104,3 +104,10 @@ def test_per_image_loss_averages_each_images_references(captioner):
     first, _ = caption_loss(model, pixels[:1], pad_labels(captions[:1]))
     second, _ = caption_loss(model, pixels[1:], pad_labels(captions[1:]))
     assert torch.allclose(losses, torch.stack([first, second]), atol=1e-5)
+
+
+def test_unused_pooler_is_kept_but_frozen(captioner):
+    model, _ = captioner
+    pooler = model.encoder.pooler
+    assert pooler is not None and not any(p.requires_grad for p in pooler.parameters())
+    assert all(p.requires_grad for name, p in model.named_parameters() if "pooler" not in name)

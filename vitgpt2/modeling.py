@@ -28,7 +28,8 @@ def load_captioner(
     """
     common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
     if checkpoint is not None:
-        return VisionEncoderDecoderModel.from_pretrained(checkpoint, attn_implementation=attn_implementation, **common)
+        model = VisionEncoderDecoderModel.from_pretrained(checkpoint, attn_implementation=attn_implementation, **common)
+        return freeze_encoder_pooler(model)
     if encoder is None or decoder is None:
         raise ValueError("give either a VisionEncoderDecoder checkpoint or both an encoder and a decoder")
     decoder_config = AutoConfig.from_pretrained(decoder, **common)
@@ -39,19 +40,20 @@ def load_captioner(
     if attn_implementation is not None:
         encoder_kwargs["encoder_attn_implementation"] = attn_implementation
         decoder_kwargs["decoder_attn_implementation"] = attn_implementation
-    join = VisionEncoderDecoderModel.from_encoder_decoder_pretrained
-    try:
-        # The captioner never reads the encoder's pooler; leaving it out also spares DDP unused parameters.
-        return join(
-            encoder,
-            decoder,
-            decoder_config=decoder_config,
-            encoder_add_pooling_layer=False,
-            **encoder_kwargs,
-            **decoder_kwargs,
-        )
-    except TypeError:  # encoders without a pooling layer option
-        return join(encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs)
+    model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
+        encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs
+    )
+    return freeze_encoder_pooler(model)
+
+
+def freeze_encoder_pooler(model: VisionEncoderDecoderModel) -> VisionEncoderDecoderModel:
+    """The captioner never reads the encoder's pooler (ViT's has one). Kept, so saved checkpoints reload without
+    "newly initialized" weights, but frozen: DDP then has no parameter without a gradient and can run with
+    `--ddp_find_unused_parameters false`."""
+    pooler = getattr(model.encoder, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+    return model
 
 
 def configure_special_tokens(model, tokenizer, max_length: int | None = None, num_beams: int | None = None) -> None:

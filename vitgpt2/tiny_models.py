@@ -56,7 +56,7 @@ def write_tiny_encoder(
         num_attention_heads=max(1, hidden_size // 32),
         intermediate_size=hidden_size * 4,
     )
-    ViTModel(config, add_pooling_layer=False).save_pretrained(output_dir)
+    ViTModel(config).save_pretrained(output_dir)  # with a pooler, as hub ViT checkpoints have
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(output_dir)
     return output_dir
 

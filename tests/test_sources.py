@@ -101,14 +101,22 @@ def test_imagefolder_with_metadata(tmp_path):
         for i in range(3):
             PIL.Image.new("RGB", (10, 10), (i * 80, 0, 0)).save(folder / f"{i}.png")
             f.write(json.dumps({"file_name": f"{i}.png", "captions": [f"red {i}", f"shade {i}"]}) + "\n")
-    rows = load_hub("imagefolder", "train", "image", "captions", data_dir=str(tmp_path / "folder"), cache_dir=str(tmp_path / "c"))
+    rows = load_hub(
+        "imagefolder", "train", "image", "captions", data_dir=str(tmp_path / "folder"), cache_dir=str(tmp_path / "c")
+    )
     assert len(rows) == 3 and sorted(rows["captions"])[0] == ["red 0", "shade 0"]
 
 
 def test_karpathy_split_joins_restval_to_train(tmp_path):
     (tmp_path / "val2014").mkdir()
     images = [
-        {"filepath": "val2014", "filename": f"{name}.jpg", "split": split, "cocoid": i, "sentences": [{"raw": f"c {i}"}]}
+        {
+            "filepath": "val2014",
+            "filename": f"{name}.jpg",
+            "split": split,
+            "cocoid": i,
+            "sentences": [{"raw": f"c {i}"}],
+        }
         for i, (name, split) in enumerate([("a", "train"), ("b", "restval"), ("c", "val"), ("d", "test")])
     ]
     split_file = tmp_path / "dataset_coco.json"

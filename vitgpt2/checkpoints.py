@@ -14,15 +14,24 @@ logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# FSDP with SHARDED_STATE_DICT saves the weights as a folder of shards (FULL_STATE_DICT as model.safetensors).
+_SHARDED_WEIGHTS = "pytorch_model_fsdp_0"
+
+
+def _has_weights(checkpoint_dir: str) -> bool:
+    if os.path.isdir(os.path.join(checkpoint_dir, _SHARDED_WEIGHTS)):
+        return True
+    return any(os.path.isfile(os.path.join(checkpoint_dir, name)) for name in _WEIGHTS)
 
 
 def is_complete(checkpoint_dir: str) -> bool:
     try:
-        with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
-            json.load(f)
-    except (OSError, json.JSONDecodeError):
+        with open(os.path.join(checkpoint_dir, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return any(os.path.isfile(os.path.join(checkpoint_dir, name)) for name in _WEIGHTS)
+    # A file that parses but is not a Trainer state (`{}`, `null`) does not count: the Trainer always writes its step.
+    return isinstance(state, dict) and "global_step" in state and _has_weights(checkpoint_dir)
 
 
 def last_complete_checkpoint(output_dir: str) -> str | None:

@@ -19,7 +19,15 @@ _BACKGROUND = (255, 255, 255)
 
 
 class ImageLoadError(ValueError):
-    """An image that cannot be decoded: missing, empty, truncated or not an image."""
+    """An image that cannot be decoded: missing, empty, truncated, too large or not an image."""
+
+
+def _too_large(name: str, error: Exception) -> ImageLoadError:
+    # PIL refuses images over 2 x MAX_IMAGE_PIXELS with DecompressionBombError, which is not an OSError.
+    return ImageLoadError(
+        f"image {name} is over PIL's decompression-bomb limit ({error}); if it is a genuine photo, "
+        "shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS in your script"
+    )
 
 
 def open_image(image) -> PIL.Image.Image:
@@ -28,6 +36,8 @@ def open_image(image) -> PIL.Image.Image:
         return image
     if isinstance(image, dict):
         image = image.get("bytes") or image.get("path")
+    if image is None:
+        raise ImageLoadError("no image: the row's image is empty (None)")
     if isinstance(image, (bytes, bytearray)):
         if len(image) == 0:
             raise ImageLoadError("empty image bytes")
@@ -43,6 +53,8 @@ def open_image(image) -> PIL.Image.Image:
         raise ImageLoadError(f"cannot read an image from a {type(image).__name__}")
     try:
         return PIL.Image.open(source)
+    except PIL.Image.DecompressionBombError as error:
+        raise _too_large(name, error) from error
     except (PIL.UnidentifiedImageError, OSError) as error:
         raise ImageLoadError(f"not a readable image: {name} ({error})") from error
 
@@ -73,14 +85,16 @@ def load_rgb(image, size: tuple[int, int] | None = None) -> PIL.Image.Image:
     that is still at least `size`, which is several times faster for COCO-sized photos.
     """
     image = open_image(image)
+    name = getattr(image, "filename", "") or "<bytes>"
     try:
         if size is not None and image.format == "JPEG":
             height, width = size
             image.draft("RGB", (width, height))
         image.load()
         image = PIL.ImageOps.exif_transpose(image)
+    except PIL.Image.DecompressionBombError as error:
+        raise _too_large(name, error) from error
     except (OSError, SyntaxError, ValueError) as error:
-        name = getattr(image, "filename", "") or "<bytes>"
         raise ImageLoadError(f"cannot decode image {name}: {error}") from error
     return to_rgb(image)
 

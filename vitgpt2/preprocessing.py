@@ -11,10 +11,14 @@ import numpy as np
 from datasets import Array3D, Dataset, Features, Sequence, Value
 
 from .images import ImageLoadError, encoder_resample, encoder_size, load_rgb, resize_to_uint8
+from .sources import DataSourceError
 
 logger = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("error", "skip")
+# Why a row is left out, in the cached `problem` column ("" for a usable row).
+NO_CAPTIONS = "no captions"
+UNREADABLE = "unreadable"
 
 
 class BadImageError(ImageLoadError):
@@ -29,24 +33,45 @@ def tokenize_captions(tokenizer, captions: list[str], max_target_length: int) ->
     return [caption + [tokenizer.eos_token_id] for caption in ids]
 
 
+def _decode(image, size, resample) -> tuple[np.ndarray | None, str]:
+    """(uint8 pixels, "") or (None, why the image cannot be read)."""
+    try:
+        return resize_to_uint8(load_rgb(image, size), size, resample), ""
+    except (ImageLoadError, OSError, ValueError) as error:
+        return None, str(error)
+
+
 def _encode_batch(batch, size, resample, tokenizer, max_target_length, bad_images):
-    height, width = size
-    pixels, caption_ids, usable = [], [], []
-    for image, captions, image_id, file_name in zip(batch["image"], batch["captions"], batch["image_id"], batch["file_name"]):
-        try:
-            pixels.append(resize_to_uint8(load_rgb(image, size), size, resample))
-            usable.append(bool(captions))
-        except (ImageLoadError, OSError, ValueError) as error:
+    pixels, caption_ids, problems = [], [], []
+    for image, captions, image_id, file_name in zip(
+        batch["image"], batch["captions"], batch["image_id"], batch["file_name"]
+    ):
+        array, error = _decode(image, size, resample)
+        if array is None:
             if bad_images == "error":
                 raise BadImageError(
                     f"image {image_id} ({file_name}) cannot be used: {error}. Fix or remove the file, "
                     "or pass --bad_images skip to leave such images out (they are counted and logged)."
-                ) from error
+                )
             logger.warning("skipping image %s (%s): %s", image_id, file_name, error)
-            pixels.append(np.zeros((3, height, width), dtype=np.uint8))
-            usable.append(False)
+            array = np.zeros((3, *size), dtype=np.uint8)
+        pixels.append(array)
+        problems.append(f"{UNREADABLE}: {error}" if error else ("" if captions else NO_CAPTIONS))
         caption_ids.append(tokenize_captions(tokenizer, captions, max_target_length))
-    return {"pixel_values": pixels, "caption_ids": caption_ids, "usable": usable}
+    return {"pixel_values": pixels, "caption_ids": caption_ids, "problem": problems}
+
+
+def _left_out_summary(encoded: Dataset, problems: np.ndarray, desc: str) -> str:
+    """One line: how many images were left out and why, naming the first unreadable one."""
+    unreadable = np.flatnonzero([problem.startswith(UNREADABLE) for problem in problems])
+    summary = (
+        f"{desc}: left out {int((problems != '').sum())} of {len(problems)} images "
+        f"({len(unreadable)} unreadable, {int((problems == NO_CAPTIONS).sum())} without captions)"
+    )
+    if len(unreadable):
+        first = encoded[int(unreadable[0])]
+        summary += f"; first: image {first['image_id']} ({first['file_name']}) {problems[unreadable[0]]}"
+    return summary
 
 
 def preprocess(
@@ -63,6 +88,8 @@ def preprocess(
     image_id, file_name}; images that cannot be decoded or have no caption are counted and left out."""
     if bad_images not in BAD_IMAGE_POLICIES:
         raise ValueError(f"bad_images must be one of {BAD_IMAGE_POLICIES}, not {bad_images!r}")
+    if len(dataset) == 0:
+        raise DataSourceError(f"{desc}: the dataset has no images; check the data source and its split")
     size = encoder_size(image_processor)
     features = Features(
         {
@@ -71,7 +98,7 @@ def preprocess(
             "captions": Sequence(Value("string")),
             "image_id": Value("string"),
             "file_name": Value("string"),
-            "usable": Value("bool"),
+            "problem": Value("string"),
         }
     )
     encoded = dataset.map(
@@ -91,8 +118,11 @@ def preprocess(
         load_from_cache_file=load_from_cache_file,
         desc=desc,
     )
-    usable = np.asarray(encoded["usable"], dtype=bool)
-    if not usable.all():
-        logger.warning("%s: left out %d of %d images (unreadable or without captions)", desc, (~usable).sum(), len(usable))
-        encoded = encoded.select(np.flatnonzero(usable))
-    return encoded.remove_columns("usable")
+    problems = np.asarray(encoded["problem"], dtype=object)
+    if (problems == "").all():
+        return encoded.remove_columns("problem")
+    summary = _left_out_summary(encoded.select_columns(["image_id", "file_name"]), problems, desc)
+    if (problems != "").all():
+        raise BadImageError(f"no usable image: {summary}. Check the image folder and the captions file.")
+    logger.warning(summary)
+    return encoded.select(np.flatnonzero(problems == "")).remove_columns("problem")

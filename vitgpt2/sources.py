@@ -8,7 +8,7 @@ Sources: a COCO 2017 folder, a Karpathy split json over COCO 2014 images, a Hub 
 import json
 import logging
 import os
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import datasets
 from datasets import Dataset, Features, Image, Sequence, Value
@@ -51,33 +51,60 @@ def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise DataSourceError(f"annotation file not found: {path}")
     try:
-        with open(path) as f:
+        # JSON is UTF-8 by standard; the locale's encoding (ASCII on a bare C locale) would break on non-ASCII
+        # captions, and "-sig" also accepts the byte-order mark that some Windows tools write.
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except json.JSONDecodeError as error:
         raise DataSourceError(f"annotation file {path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataSourceError(f"annotation file {path} is not UTF-8 text: {error}; re-save it as UTF-8") from error
+
+
+def _entries(data: dict, key: str, source: str, required: tuple[str, ...], hint: str) -> list[dict]:
+    """`data[key]`, checked to be a list of objects that each hold `required`; errors name the entry."""
+    entries = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise DataSourceError(f"{source} has no {key!r} list: is it the right file ({hint})?")
+    for index, entry in enumerate(entries):
+        missing = [name for name in required if not isinstance(entry, dict) or name not in entry]
+        if missing:
+            raise DataSourceError(f"{source}: {key}[{index}] lacks {missing}; each entry needs {list(required)}")
+    return entries
+
+
+def _warn_count(count: int, message: str, examples) -> None:
+    if count:
+        logger.warning("%d %s (e.g. %s)", count, message, ", ".join(map(str, list(examples)[:3])))
 
 
 def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
-    """Rows of one COCO captions json. `mtime` is unused here but part of the cache fingerprint."""
+    """Rows of one COCO captions json. `mtime` is unused here but part of the cache fingerprint.
+
+    Ids are matched as strings, so a json written with "image_id": "42" still finds image 42.
+    """
     data = _read_json(annotation_file)
-    for key in ("images", "annotations"):
-        if key not in data:
-            raise DataSourceError(f"{annotation_file} has no {key!r} list: is it a COCO captions file?")
+    images = _entries(data, "images", annotation_file, ("id", "file_name"), "COCO captions_*.json")
+    annotations = _entries(data, "annotations", annotation_file, ("image_id", "caption"), "COCO captions_*.json")
     captions: dict = {}
-    for index, annotation in enumerate(data["annotations"]):
-        if "image_id" not in annotation or "caption" not in annotation:
-            raise DataSourceError(f"{annotation_file}: annotation #{index} lacks 'image_id' or 'caption'")
-        captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
+    for annotation in annotations:
+        captions.setdefault(str(annotation["image_id"]), []).append(annotation["caption"])
+    ids = [str(image["id"]) for image in images]
+    orphans = captions.keys() - set(ids)
+    _warn_count(len(orphans), f"image ids in {annotation_file}'s annotations have no images entry: left out", orphans)
+    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    _warn_count(
+        len(duplicates), f"image ids repeat in {annotation_file}'s images: the first entry is used", duplicates
+    )
     seen = set()
-    for image in data["images"]:
-        image_id = image.get("id")
+    for image_id, image in zip(ids, images):
         if image_id in seen:
-            continue  # duplicate image entries: the first wins, captions are already merged by id
+            continue  # captions are merged by id already
         seen.add(image_id)
         yield {
             "image": safe_join(image_dir, image["file_name"]),
             "captions": clean_captions(captions.get(image_id)),
-            "image_id": str(image_id),
+            "image_id": image_id,
             "file_name": image["file_name"],
         }
 
@@ -110,10 +137,7 @@ def load_coco(coco_dir: str, split: str, cache_dir: str | None = None) -> Datase
 
 
 def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mtime: float):
-    data = _read_json(split_file)
-    if "images" not in data:
-        raise DataSourceError(f"{split_file} has no 'images' list: is it Karpathy's dataset_coco.json?")
-    for image in data["images"]:
+    for image in _entries(_read_json(split_file), "images", split_file, ("filename",), "Karpathy's dataset_coco.json"):
         if image.get("split") not in splits:
             continue
         relative = os.path.join(image.get("filepath", ""), image["filename"])
@@ -170,7 +194,9 @@ def to_image_rows(
     A string image column holds file names, resolved against `image_root`.
     """
     _check_columns(
-        dataset, {"image_column": image_column, "caption_column": caption_column, "image_id_column": image_id_column}, where
+        dataset,
+        {"image_column": image_column, "caption_column": caption_column, "image_id_column": image_id_column},
+        where,
     )
     image_feature = dataset.features[image_column]
     if isinstance(image_feature, Image):
@@ -193,7 +219,9 @@ def to_image_rows(
         images = batch[image_column]
         if image_root is not None and not isinstance(image_feature, Image):
             images = [{"path": safe_join(image_root, name), "bytes": None} for name in images]
-        names = [os.path.basename((image or {}).get("path") or "") or image_ids[i] for image, i in zip(images, indices)]
+        names = [
+            os.path.basename((image or {}).get("path") or "") or image_ids[i] for image, i in zip(images, indices)
+        ]
         return {
             "image": images,
             "captions": [merged[i] for i in indices],
@@ -225,7 +253,9 @@ def load_hub(
 ) -> Dataset:
     """A split of a Hub dataset or of a local `imagefolder` (name="imagefolder", data_dir=...)."""
     try:
-        dataset = datasets.load_dataset(name, config_name, data_dir=data_dir, split=split, cache_dir=cache_dir, **hub_kwargs)
+        dataset = datasets.load_dataset(
+            name, config_name, data_dir=data_dir, split=split, cache_dir=cache_dir, **hub_kwargs
+        )
     except ValueError as error:
         if "Unknown split" in str(error) or "split" in str(error).lower():
             raise DataSourceError(f"{name} has no split {split!r}: {error}") from error

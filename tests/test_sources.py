@@ -58,7 +58,7 @@ def test_missing_coco_folder_says_what_layout_is_expected(tmp_path):
 
 
 def test_paths_cannot_escape_their_root(tmp_path):
-    assert safe_join(str(tmp_path), "a/b.jpg") == os.path.join(os.path.realpath(tmp_path), "a", "b.jpg")
+    assert safe_join(str(tmp_path), "a/b.jpg") == os.path.join(str(tmp_path), "a", "b.jpg")
     for bad in ("../secret.jpg", "/etc/passwd", "a/../../x.jpg"):
         with pytest.raises(DataSourceError, match="outside"):
             safe_join(str(tmp_path), bad)
@@ -79,7 +79,7 @@ def test_caption_lists_and_strings_both_work():
     table = Dataset.from_dict({"image": ["a.jpg", "b.jpg"], "captions": [["x", "y"], ["z"]]})
     rows = to_image_rows(table, "image", "captions", image_root="/data")
     assert rows["captions"] == [["x", "y"], ["z"]]
-    assert rows[1]["image"]["path"] == os.path.join(os.path.realpath("/data"), "b.jpg")
+    assert rows[1]["image"]["path"] == os.path.join("/data", "b.jpg")
 
 
 def test_wrong_column_names_list_the_real_ones():

@@ -48,3 +48,18 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
             return path
         logger.warning("ignoring incomplete checkpoint %s (interrupted while saving)", path)
     return None
+
+
+def load_model_weights(model, checkpoint_dir: str) -> None:
+    """Loads a checkpoint's weights into `model` in place, every parameter or an error.
+
+    transformers 5 saves some models (ViT among them) under their legacy parameter names and translates the
+    names back only in `from_pretrained`. The Trainer's resume path loads the file with a plain
+    `load_state_dict(strict=False)`, which leaves the encoder layers at their initial values with only a
+    warning; loading through `from_pretrained` applies the translation.
+    """
+    saved, info = type(model).from_pretrained(checkpoint_dir, output_loading_info=True)
+    problems = {key: sorted(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[key]}
+    if problems:
+        raise ValueError(f"checkpoint {checkpoint_dir} does not match the model being trained: {problems}")
+    model.load_state_dict(saved.state_dict(), strict=True)

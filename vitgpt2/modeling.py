@@ -28,7 +28,9 @@ def load_captioner(
     """
     common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
     if checkpoint is not None:
-        model = VisionEncoderDecoderModel.from_pretrained(checkpoint, attn_implementation=attn_implementation, **common)
+        model = VisionEncoderDecoderModel.from_pretrained(
+            checkpoint, attn_implementation=attn_implementation, **common
+        )
         return freeze_encoder_pooler(model)
     if encoder is None or decoder is None:
         raise ValueError("give either a VisionEncoderDecoder checkpoint or both an encoder and a decoder")

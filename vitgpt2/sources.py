@@ -39,10 +39,14 @@ def clean_captions(captions) -> list[str]:
 
 
 def safe_join(root: str, relative: str) -> str:
-    """`root/relative`, refusing paths that leave `root` (absolute paths, `..`, links out)."""
-    root_real = os.path.realpath(root)
-    path = os.path.realpath(os.path.join(root_real, relative))
-    if os.path.commonpath([root_real, path]) != root_real:
+    """`root/relative`, refusing file names that leave `root` (absolute paths, `..`).
+
+    The check is on the name, which comes from the dataset; links are the user's own filesystem and are
+    followed (COCO folders whose train2014/ is a link to another disk are common).
+    """
+    root_abs = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(root_abs, relative))
+    if os.path.commonpath([root_abs, path]) != root_abs:
         raise DataSourceError(f"image path {relative!r} points outside its image root {root!r}")
     return path
 

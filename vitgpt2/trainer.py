@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from transformers import Seq2SeqTrainer
 
+from .checkpoints import load_model_weights
 from .modeling import IGNORE_INDEX, caption_loss, per_image_loss
 from .sampling import ImagesWithReferences
 
@@ -79,6 +80,20 @@ class CaptioningTrainer(Seq2SeqTrainer):
             # `num_items_in_batch` counts tokens on every process; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers 5 resumes with load_state_dict(strict=False), which skips the ViT weights save_pretrained
+        # wrote under their legacy names: the encoder would silently restart from its initial layers.
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_model_weights(self.model if model is None else model, resume_from_checkpoint)
+
+    def _load_best_model(self):
+        # `--load_best_model_at_end` goes through the same lossy load as resuming (see _load_from_checkpoint).
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_best_model()
+        logger.info("Loading best model from %s (score: %s)", self.state.best_model_checkpoint, self.state.best_metric)
+        load_model_weights(self.model, self.state.best_model_checkpoint)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
         inputs = dict(inputs)

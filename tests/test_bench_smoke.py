@@ -1,0 +1,42 @@
+"""The bench scripts still run end to end at tiny sizes, so a change in vitgpt2 cannot silently break them."""
+
+import importlib
+import os
+
+import pytest
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH_DIR)  # the scripts import their helpers as `common`, as when run directly
+    return importlib.import_module
+
+
+def test_bench_preprocessing(bench, tmp_path):
+    argv = ["--num_images", "12", "--width", "160", "--height", "120", "--encoder_size", "32", "--num_proc", "1"]
+    results = bench("bench_preprocessing").main([*argv, "--work_dir", str(tmp_path)])
+    assert results["usual"]["rows"] == 5 * results["vitgpt2"]["rows"] == 60
+    assert results["cache_ratio"] > 3.5  # float32 per caption vs uint8 per image, whatever the timing
+
+
+def test_bench_training(bench):
+    results = bench("bench_training").main(["--tiny", "--pairs", "10", "--steps", "1", "--warmup", "1"])
+    loss_per_pair, loss_encode_once = results["losses"]
+    assert loss_per_pair == pytest.approx(loss_encode_once, rel=1e-5)
+    assert results["ratios"]["flops"] > 1  # fewer encoder passes
+
+
+def test_bench_eval(bench):
+    results = bench("bench_eval").main(["--tiny", "--num_images", "2", "--batch_size", "2", "--max_length", "6"])
+    assert results["identical_captions"]
+    assert set(results["seconds"]) == {"once per image", "once per row"}
+
+
+def test_gpu_bench_runs_on_cpu(bench):
+    argv = ["--device", "cpu", "--tiny", "--pairs", "10", "--steps", "1", "--warmup", "1", "--no-compile"]
+    results = bench("gpu_bench").main([*argv, "--loader_images", "12", "--num_workers", "1", "--loader_epochs", "2"])
+    assert all(0 < result["tflop_step"] for result in results["training"].values())
+    assert results["training"]["encode-once"]["tflop_step"] < results["training"]["per pair"]["tflop_step"]
+    assert all(result["pairs/s"] > 0 for result in results["loader"].values())

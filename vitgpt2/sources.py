@@ -8,6 +8,7 @@ Sources: a COCO 2017 folder, a Karpathy split json over COCO 2014 images, a Hub 
 import json
 import logging
 import os
+import urllib.parse
 from collections import Counter, OrderedDict
 
 import datasets
@@ -49,6 +50,24 @@ def safe_join(root: str, relative: str) -> str:
     if os.path.commonpath([root_abs, path]) != root_abs:
         raise DataSourceError(f"image path {relative!r} points outside its image root {root!r}")
     return path
+
+
+def local_image_path(image_root: str, name: str) -> str:
+    """Where a dataset's file name or image URL lies under `image_root`.
+
+    URL-only datasets (e.g. `http://images.cocodataset.org/train2017/000000391895.jpg`) point at files the user
+    downloaded: the longest tail of the URL path that exists under the root wins (`train2017/0003...jpg`, then
+    `0003...jpg`), so both a mirrored layout and a flat folder work. Without a match, the full tail is returned and
+    preprocessing reports the missing file.
+    """
+    parsed = urllib.parse.urlparse(name)
+    if parsed.scheme not in ("http", "https"):
+        return safe_join(image_root, name)
+    parts = [part for part in urllib.parse.unquote(parsed.path).split("/") if part]
+    if not parts:
+        raise DataSourceError(f"image URL {name!r} names no file")
+    candidates = [safe_join(image_root, "/".join(parts[start:])) for start in range(len(parts))]
+    return next((path for path in candidates if os.path.isfile(path)), candidates[0])
 
 
 def _read_json(path: str) -> dict:
@@ -222,7 +241,7 @@ def to_image_rows(
     def convert(batch, indices):
         images = batch[image_column]
         if image_root is not None and not isinstance(image_feature, Image):
-            images = [{"path": safe_join(image_root, name), "bytes": None} for name in images]
+            images = [{"path": local_image_path(image_root, name), "bytes": None} for name in images]
         names = [
             os.path.basename((image or {}).get("path") or "") or image_ids[i] for image, i in zip(images, indices)
         ]

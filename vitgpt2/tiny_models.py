@@ -36,6 +36,27 @@ def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2Tok
     )
 
 
+def sincos_position_embeddings(grid: int, dim: int):
+    """Fixed 2D sin-cos position embeddings (as in MAE), (grid * grid, dim): rows in one half of the channels,
+    columns in the other.
+
+    A pretrained ViT's position embeddings encode where each patch is. Random ones at the usual 0.02 scale do
+    not, and a 3-layer ViT then takes many epochs to learn it: in the demo, trained from noise, the side of the
+    picture the shapes sit on stayed at chance (24% of 200 held-out images) while colour reached 100%.
+    """
+    import torch
+
+    rows, columns = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    quarter = dim // 4
+    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter))
+    parts = []
+    for coordinate in (rows, columns):
+        angles = coordinate.flatten().float()[:, None] * frequencies[None]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    embeddings = torch.cat(parts, dim=1)
+    return torch.nn.functional.pad(embeddings, (0, dim - embeddings.shape[1]))
+
+
 def write_tiny_encoder(
     output_dir: str,
     image_size: int = 64,
@@ -56,7 +77,12 @@ def write_tiny_encoder(
         num_attention_heads=max(1, hidden_size // 32),
         intermediate_size=hidden_size * 4,
     )
-    ViTModel(config).save_pretrained(output_dir)  # with a pooler, as hub ViT checkpoints have
+    encoder = ViTModel(config)  # with a pooler, as hub ViT checkpoints have
+    with torch.no_grad():
+        grid = image_size // patch_size
+        encoder.embeddings.position_embeddings[0, 1:] = sincos_position_embeddings(grid, hidden_size)
+        encoder.embeddings.position_embeddings[0, 0] = 0.0
+    encoder.save_pretrained(output_dir)
     ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(output_dir)
     return output_dir
 

@@ -83,3 +83,15 @@ def test_unknown_policy_lists_the_choices(processors):
     image_processor, tokenizer = processors
     with pytest.raises(ValueError, match="error.*skip"):
         preprocess(_rows([], []), image_processor, tokenizer, bad_images="ignore")
+
+
+def test_every_bad_image_is_named_at_once_and_the_skip_rerun_reuses_the_pass(processors, tmp_path):
+    image_processor, tokenizer = processors
+    good = tmp_path / "good.jpg"
+    PIL.Image.new("RGB", (40, 40)).save(good)
+    paths = [str(good), str(tmp_path / "gone.jpg"), str(good), str(tmp_path / "lost.jpg")]
+    rows = _rows(paths, [["a"], ["b"], ["c"], ["d"]])
+    with pytest.raises(BadImageError, match=r"2 of 4 images cannot be used: image 1 \(1.jpg\).*image 3 \(3.jpg\)"):
+        preprocess(rows, image_processor, tokenizer)
+    kept = preprocess(rows, image_processor, tokenizer, bad_images="skip")
+    assert kept["image_id"] == ["0", "2"]

@@ -41,24 +41,31 @@ def _decode(image, size, resample) -> tuple[np.ndarray | None, str]:
         return None, str(error)
 
 
-def _encode_batch(batch, size, resample, tokenizer, max_target_length, bad_images):
+def _encode_batch(batch, size, resample, tokenizer, max_target_length):
+    # Never raises for a bad image: every problem of the split is found in one pass (and the pass is cached),
+    # then `preprocess` applies the --bad_images policy to all of them at once.
     pixels, caption_ids, problems = [], [], []
-    for image, captions, image_id, file_name in zip(
-        batch["image"], batch["captions"], batch["image_id"], batch["file_name"]
-    ):
+    for image, captions in zip(batch["image"], batch["captions"]):
         array, error = _decode(image, size, resample)
-        if array is None:
-            if bad_images == "error":
-                raise BadImageError(
-                    f"image {image_id} ({file_name}) cannot be used: {error}. Fix or remove the file, "
-                    "or pass --bad_images skip to leave such images out (they are counted and logged)."
-                )
-            logger.warning("skipping image %s (%s): %s", image_id, file_name, error)
-            array = np.zeros((3, *size), dtype=np.uint8)
-        pixels.append(array)
+        pixels.append(array if array is not None else np.zeros((3, *size), dtype=np.uint8))
         problems.append(f"{UNREADABLE}: {error}" if error else ("" if captions else NO_CAPTIONS))
         caption_ids.append(tokenize_captions(tokenizer, captions, max_target_length))
     return {"pixel_values": pixels, "caption_ids": caption_ids, "problem": problems}
+
+
+def _unreadable_error(rows: Dataset, problems: np.ndarray, desc: str, shown: int = 5) -> BadImageError:
+    unreadable = np.flatnonzero([problem.startswith(UNREADABLE) for problem in problems])
+    named = [
+        f"image {row['image_id']} ({row['file_name']}) cannot be used: {problems[i][len(UNREADABLE) + 2 :]}"
+        for i, row in zip(unreadable[:shown], rows.select(unreadable[:shown]))
+    ]
+    more = f"; and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
+    return BadImageError(
+        f"{desc}: {len(unreadable)} of {len(problems)} images cannot be used: "
+        + "; ".join(named)
+        + more
+        + ". Fix or remove these files, or pass --bad_images skip to leave them out (they are counted and logged)."
+    )
 
 
 def _left_out_summary(encoded: Dataset, problems: np.ndarray, desc: str) -> str:
@@ -110,7 +117,6 @@ def preprocess(
             "resample": int(encoder_resample(image_processor)),
             "tokenizer": tokenizer,
             "max_target_length": max_target_length,
-            "bad_images": bad_images,
         },
         remove_columns=["image"],
         features=features,
@@ -121,7 +127,10 @@ def preprocess(
     problems = np.asarray(encoded["problem"], dtype=object)
     if (problems == "").all():
         return encoded.remove_columns("problem")
-    summary = _left_out_summary(encoded.select_columns(["image_id", "file_name"]), problems, desc)
+    rows = encoded.select_columns(["image_id", "file_name"])
+    if bad_images == "error" and any(problem.startswith(UNREADABLE) for problem in problems):
+        raise _unreadable_error(rows, problems, desc)
+    summary = _left_out_summary(rows, problems, desc)
     if (problems != "").all():
         raise BadImageError(f"no usable image: {summary}. Check the image folder and the captions file.")
     logger.warning(summary)

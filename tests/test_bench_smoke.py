@@ -4,6 +4,7 @@ import importlib
 import os
 
 import pytest
+import torch
 
 BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
@@ -11,7 +12,9 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 @pytest.fixture
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(BENCH_DIR)  # the scripts import their helpers as `common`, as when run directly
-    return importlib.import_module
+    threads = torch.get_num_threads()
+    yield importlib.import_module
+    torch.set_num_threads(threads)  # the benches default to one CPU thread; later tests keep theirs
 
 
 def test_bench_preprocessing(bench, tmp_path):

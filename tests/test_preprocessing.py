@@ -85,7 +85,7 @@ def test_unknown_policy_lists_the_choices(processors):
         preprocess(_rows([], []), image_processor, tokenizer, bad_images="ignore")
 
 
-def test_every_bad_image_is_named_at_once_and_the_skip_rerun_reuses_the_pass(processors, tmp_path):
+def test_every_bad_image_is_named_at_once_then_skip_leaves_them_out(processors, tmp_path):
     image_processor, tokenizer = processors
     good = tmp_path / "good.jpg"
     PIL.Image.new("RGB", (40, 40)).save(good)

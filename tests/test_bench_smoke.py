@@ -3,8 +3,10 @@
 import importlib
 import os
 
+import datasets
 import pytest
 import torch
+import transformers
 
 BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
@@ -12,9 +14,15 @@ BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 @pytest.fixture
 def bench(monkeypatch):
     monkeypatch.syspath_prepend(BENCH_DIR)  # the scripts import their helpers as `common`, as when run directly
+    # The benches set process-wide state (one CPU thread, no progress bars); later tests get theirs back.
     threads = torch.get_num_threads()
+    bars = datasets.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
     yield importlib.import_module
-    torch.set_num_threads(threads)  # the benches default to one CPU thread; later tests keep theirs
+    torch.set_num_threads(threads)
+    if bars[0]:
+        datasets.enable_progress_bars()
+    if bars[1]:
+        transformers.utils.logging.enable_progress_bar()
 
 
 def test_bench_preprocessing(bench, tmp_path):

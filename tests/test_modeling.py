@@ -111,3 +111,15 @@ def test_unused_pooler_is_kept_but_frozen(captioner):
     pooler = model.encoder.pooler
     assert pooler is not None and not any(p.requires_grad for p in pooler.parameters())
     assert all(p.requires_grad for name, p in model.named_parameters() if "pooler" not in name)
+
+
+@pytest.mark.slow
+def test_encode_once_compiles_as_one_graph(captioner):
+    """`--torch_compile`: the repeated encoder states keep a static shape, so nothing splits the graph."""
+    model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
+    model.eval()
+    eos = tokenizer.eos_token_id
+    pixels, labels = torch.randn(2, 3, 32, 32), pad_labels([[[5, 6, eos], [7, eos]], [[8, 9, 10, eos]]])
+    eager, _ = caption_loss(model, pixels, labels)
+    compiled, _ = caption_loss(torch.compile(model, fullgraph=True), pixels, labels)
+    assert torch.allclose(eager, compiled, atol=1e-5)

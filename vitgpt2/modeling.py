@@ -103,7 +103,7 @@ def _unwrap(model):
 
 
 @contextlib.contextmanager
-def repeated_encoder_states(model, repeats: torch.Tensor):
+def repeated_encoder_states(model, repeats: torch.Tensor, total: int | None = None):
     """Within the block, the encoder's output row i is repeated `repeats[i]` times.
 
     This is what lets one encoder pass serve several captions of the same image inside a single call of
@@ -111,7 +111,9 @@ def repeated_encoder_states(model, repeats: torch.Tensor):
     """
 
     def repeat_output(module, inputs, output):
-        output.last_hidden_state = output.last_hidden_state.repeat_interleave(repeats, dim=0)
+        # `output_size` (the number of captions, known outside the model) keeps the shape static for
+        # torch.compile: without it the repeat is data-dependent and splits the compiled graph in two.
+        output.last_hidden_state = output.last_hidden_state.repeat_interleave(repeats, dim=0, output_size=total)
         return output
 
     handle = _unwrap(model).encoder.register_forward_hook(repeat_output)
@@ -140,7 +142,7 @@ def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor):
     flat = flat[present]
     config = _unwrap(model).config
     decoder_input_ids = shift_right(flat, config.decoder_start_token_id, config.pad_token_id)
-    with repeated_encoder_states(model, repeats):
+    with repeated_encoder_states(model, repeats, total=flat.shape[0]):
         outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
     losses = F.cross_entropy(

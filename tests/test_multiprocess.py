@@ -33,7 +33,8 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_coco, t
         [
             "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
             "--output_dir", trained, "--do_train", "--num_train_epochs", "4", "--learning_rate", "2e-3",
-            "--per_device_train_batch_size", "4", "--captions_per_image", "5", "--save_strategy", "no", *common,
+            "--per_device_train_batch_size", "4", "--captions_per_image", "5", "--save_strategy", "no",
+            "--ddp_find_unused_parameters", "false", *common,  # every parameter gets a gradient
         ],
     )  # fmt: skip
     results = {}

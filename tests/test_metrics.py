@@ -1,5 +1,6 @@
 """Parity of vitgpt2.metrics with the reference implementations (pycocoevalcap, rouge_score, bert_score)."""
 
+import importlib
 import json
 import logging
 import os
@@ -136,24 +137,18 @@ def test_bleu_matches_pycocoevalcap(corpus, ngram_scores):
         assert_close(per_image[i]["bleu"], 100 * value, f"per-image BLEU-4 of image {i}")
 
 
-def test_cider_matches_pycocoevalcap(corpus, ngram_scores):
-    from pycocoevalcap.cider.cider import Cider
-
+@pytest.mark.parametrize(
+    "module, scorer, key",
+    [("pycocoevalcap.cider.cider", "Cider", "cider"), ("pycocoevalcap.rouge.rouge", "Rouge", "rougeL_coco")],
+)
+def test_cider_and_coco_rouge_l_match_pycocoevalcap(corpus, ngram_scores, module, scorer, key):
     ours, per_image = ngram_scores
-    reference, reference_per_image = Cider().compute_score(*coco_inputs(*corpus))
-    assert_close(ours["cider"], 100 * reference, "CIDEr")
+    reference, reference_per_image = getattr(importlib.import_module(module), scorer)().compute_score(
+        *coco_inputs(*corpus)
+    )
+    assert_close(ours[key], 100 * reference, key)
     for i, value in enumerate(reference_per_image):
-        assert_close(per_image[i]["cider"], 100 * value, f"per-image CIDEr of image {i}")
-
-
-def test_rouge_l_coco_matches_pycocoevalcap(corpus, ngram_scores):
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    ours, per_image = ngram_scores
-    reference, reference_per_image = Rouge().compute_score(*coco_inputs(*corpus))
-    assert_close(ours["rougeL_coco"], 100 * reference, "ROUGE-L (COCO)")
-    for i, value in enumerate(reference_per_image):
-        assert_close(per_image[i]["rougeL_coco"], 100 * value, f"per-image ROUGE-L (COCO) of image {i}")
+        assert_close(per_image[i][key], 100 * value, f"per-image {key} of image {i}")
 
 
 def test_rouge_matches_rouge_score_multi(corpus, ngram_scores):

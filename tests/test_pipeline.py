@@ -53,8 +53,9 @@ def save_tiny_captioner(folder, image_size: int = 32) -> str:
     encoder, decoder = write_tiny_models(os.path.join(folder, "parts"), CAPTIONS, **sizes)
     model = load_captioner(encoder=encoder, decoder=decoder)
     with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.mul_(3)
+        for name, parameter in model.named_parameters():
+            if "position_embeddings" not in name:  # already at scale 1 (sin-cos): tripled, they drown the image
+                parameter.mul_(3)
     tokenizer = AutoTokenizer.from_pretrained(decoder)
     image_processor = AutoImageProcessor.from_pretrained(encoder)
     configure_special_tokens(model, tokenizer, max_length=12)

@@ -46,7 +46,8 @@ def test_trained_folder_has_card_pictures_pipeline_and_pushes_without_the_token(
     assert card.data.pipeline_tag == "image-to-text" and card.data.library_name == "transformers"
     assert card.data.base_model == [encoder, decoder]
     reported = card.data.eval_results
-    assert any(r.metric_type == "bleu" and abs(r.metric_value - results["eval_bleu"]) < 1e-6 for r in reported)
+    # the card rounds to 4 decimals
+    assert any(r.metric_type == "bleu" and abs(r.metric_value - results["eval_bleu"]) <= 5e-5 for r in reported)
     for picture in ("loss_curves.png", "sample_captions.png"):
         assert PIL.Image.open(output / picture).size[0] > 100
         assert picture in card.text

@@ -107,7 +107,7 @@ def test_bertscore_options(tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"bertscore_precision", "bertscore_recall", "bertscore_f1"}
 
 
-def test_dispatcher_runs_score(monkeypatch, tmp_path, capsys):
+def test_dispatcher_runs_score(tmp_path, capsys):
     cli = importlib.import_module("vitgpt2.cli")
     path = write_lines(tmp_path / "one.jsonl", ['{"prediction": "a dog", "references": ["a dog", "a cat"]}'])
     assert cli.main(["score", path, "--metrics", "bleu"]) == 0

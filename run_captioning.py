@@ -125,8 +125,12 @@ def main(argv: list[str] | None = None) -> dict:
                 desc=f"preprocessing {role} images",
             )
     train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
-    eval_dataset = ImagesWithReferences(processed["eval"], raw_images=raw.get("eval")) if "eval" in processed else None
-    predict_dataset = ImagesWithReferences(processed["predict"]) if "predict" in processed else None
+    views = {
+        role: ImagesWithReferences(processed[role], raw_images=raw[role])
+        for role in ("eval", "predict")
+        if role in processed
+    }
+    eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
 
     # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
     collator = CaptioningCollator(
@@ -181,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Save tokenizer + image processor with the model, pipeline code, pictures, model card; push if asked.
     if trainer.is_world_process_zero():
-        publish(trainer, image_processor, model_args, data_args, results, eval_dataset, push=push, token=hub_token)
+        publish(trainer, image_processor, model_args, data_args, results, push=push, token=hub_token)
     return results
 
 

@@ -169,3 +169,35 @@ def test_speed_settings_train_and_evaluate(monkeypatch, synthetic_coco, tiny_mod
     )  # fmt: skip
     assert np.isfinite(results["train_loss"]) and np.isfinite(results["eval_loss"])
     assert results["train_pairs"] == 200 and "eval_bleu" in results
+
+
+def test_predict_on_the_karpathy_test_split_writes_predictions(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+    """Karpathy's json over COCO-style folders: `test` is the predict split, and its predictions land on disk."""
+    annotations = json.loads(open(os.path.join(synthetic_coco, "annotations", "captions_val2017.json")).read())
+    captions = {}
+    for annotation in annotations["annotations"]:
+        captions.setdefault(annotation["image_id"], []).append({"raw": annotation["caption"]})
+    images = [
+        {"filepath": "val2017", "filename": image["file_name"], "cocoid": image["id"], "split": split,
+         "sentences": captions[image["id"]]}
+        for image, split in zip(annotations["images"], ["test"] * 5 + ["val"] * 3 + ["restval"] * 4)
+    ]  # fmt: skip
+    split_file = tmp_path / "dataset_coco.json"
+    split_file.write_text(json.dumps({"images": images}))
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    results = _run(
+        monkeypatch,
+        [
+            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+            "--coco_dir", synthetic_coco, "--karpathy_split_file", str(split_file), "--output_dir", str(output),
+            "--do_train", "--do_predict", "--num_train_epochs", "1", "--metrics", "bleu,cider", "--report_to", "none",
+            "--save_strategy", "no",
+        ],
+    )  # fmt: skip
+    assert results["train_samples"] == 4  # restval joins train
+    assert results["predict_samples"] == 5 and "predict_bleu" in results and "predict_cider" in results
+    records = [json.loads(line) for line in open(output / "predict_predictions.jsonl")]
+    assert sorted(r["image_id"] for r in records) == sorted(str(image["cocoid"]) for image in images[:5])
+    assert json.loads((output / "predict_results.json").read_text())["predict_samples"] == 5
+    assert (output / "sample_captions.png").is_file()  # drawn from the predicted images when there is no eval

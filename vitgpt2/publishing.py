@@ -20,25 +20,25 @@ LOSS_PICTURE = "loss_curves.png"
 SAMPLES_PICTURE = "sample_captions.png"
 
 
-def save_pictures(trainer, eval_records: list[dict], eval_dataset) -> list[str]:
+def save_pictures(trainer) -> list[str]:
+    """The loss curves, and a grid of the last evaluated (or predicted) images with their captions."""
     output_dir = trainer.args.output_dir
     pictures = []
     if trainer.state.log_history:
         save_loss_curves(trainer.state.log_history, os.path.join(output_dir, LOSS_PICTURE))
         pictures.append(LOSS_PICTURE)
-    if eval_records:
+    hook = trainer.metrics_hook
+    if hook is not None and hook.last_records:
         try:
-            load = lambda record: load_rgb(eval_dataset.source_image(record["image_index"]))  # noqa: E731
-            save_caption_grid(eval_records, load, os.path.join(output_dir, SAMPLES_PICTURE))
+            load = lambda record: load_rgb(hook.view.source_image(record["image_index"]))  # noqa: E731
+            save_caption_grid(hook.last_records, load, os.path.join(output_dir, SAMPLES_PICTURE))
             pictures.append(SAMPLES_PICTURE)
         except (OSError, ValueError, LookupError) as error:  # a picture is not worth losing the trained model over
             logger.warning("no caption grid: %s", error)
     return pictures
 
 
-def publish(
-    trainer, image_processor, model_args, data_args, results: dict, eval_dataset=None, push: bool = False, token=None
-):
+def publish(trainer, image_processor, model_args, data_args, results: dict, push: bool = False, token=None):
     """Completes the output folder of a training run; pushes it to the Hub when `push`."""
     args = trainer.args
     if not args.do_train:
@@ -47,7 +47,7 @@ def publish(
     image_processor.save_pretrained(output_dir)
     save_pipeline_code(output_dir)
     records = trainer.metrics_hook.last_records if trainer.metrics_hook is not None else []
-    pictures = save_pictures(trainer, records, eval_dataset)
+    pictures = save_pictures(trainer)
     base_models = {"encoder": model_args.encoder_model_name_or_path, "decoder": model_args.decoder_model_name_or_path}
     if model_args.model_name_or_path:
         base_models = {"checkpoint": model_args.model_name_or_path}

@@ -2,11 +2,13 @@
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
 import pytest
 import torch
+from datasets import Dataset, Image
 from safetensors.torch import load_file
 from transformers import VisionEncoderDecoderModel
 
@@ -201,3 +203,53 @@ def test_predict_on_the_karpathy_test_split_writes_predictions(monkeypatch, synt
     assert sorted(r["image_id"] for r in records) == sorted(str(image["cocoid"]) for image in images[:5])
     assert json.loads((output / "predict_results.json").read_text())["predict_samples"] == 5
     assert (output / "sample_captions.png").is_file()  # drawn from the predicted images when there is no eval
+
+
+def _synthetic_rows(coco_dir: str, split: str):
+    annotations = json.loads(open(os.path.join(coco_dir, "annotations", f"captions_{split}2017.json")).read())
+    captions = {}
+    for annotation in annotations["annotations"]:
+        captions.setdefault(annotation["image_id"], []).append(annotation["caption"])
+    folder = os.path.join(coco_dir, f"{split}2017")
+    return [(os.path.join(folder, image["file_name"]), captions[image["id"]]) for image in annotations["images"]]
+
+
+def _write_imagefolder(coco_dir: str, root) -> list[str]:
+    for split, name in (("train", "train"), ("val", "validation")):
+        (root / name).mkdir(parents=True)
+        with open(root / name / "metadata.jsonl", "w") as f:
+            for path, captions in _synthetic_rows(coco_dir, split):
+                shutil.copy(path, root / name)
+                f.write(json.dumps({"file_name": os.path.basename(path), "captions": captions}) + "\n")
+    return ["--image_folder", str(root)]
+
+
+def _write_parquet_repo(coco_dir: str, root) -> list[str]:
+    """One row per caption, images inline, as several Hub copies of COCO are laid out."""
+    for split, name in (("train", "train"), ("val", "validation")):
+        rows = [(path, caption) for path, captions in _synthetic_rows(coco_dir, split) for caption in captions]
+        table = Dataset.from_dict(
+            {"img": [path for path, _ in rows], "sentence": [c for _, c in rows], "cocoid": [p for p, _ in rows]}
+        ).cast_column("img", Image())
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        table.to_parquet(str(root / "data" / f"{name}-00000-of-00001.parquet"))
+    return ["--dataset_name", str(root), "--image_column", "img", "--caption_column", "sentence",
+            "--image_id_column", "cocoid"]  # fmt: skip
+
+
+@pytest.mark.parametrize("write_source", [_write_imagefolder, _write_parquet_repo], ids=["imagefolder", "hub-parquet"])
+def test_other_sources_train_and_evaluate_like_coco(monkeypatch, synthetic_coco, tiny_models, tmp_path, write_source):
+    encoder, decoder = tiny_models
+    source = write_source(synthetic_coco, tmp_path / "source")
+    output = tmp_path / "out"
+    results = _run(
+        monkeypatch,
+        [
+            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, *source,
+            "--output_dir", str(output), "--do_train", "--do_eval", "--num_train_epochs", "1",
+            "--metrics", "bleu", "--report_to", "none", "--save_strategy", "no",
+        ],
+    )  # fmt: skip
+    assert results["train_samples"] == 40 and results["train_pairs"] == 200 and results["eval_samples"] == 12
+    records = [json.loads(line) for line in open(output / "eval_predictions.jsonl")]
+    assert len(records) == 12 and all(len(r["references"]) == 5 for r in records)

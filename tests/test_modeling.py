@@ -123,3 +123,16 @@ def test_encode_once_compiles_as_one_graph(captioner):
     eager, _ = caption_loss(model, pixels, labels)
     compiled, _ = caption_loss(torch.compile(model, fullgraph=True), pixels, labels)
     assert torch.allclose(eager, compiled, atol=1e-5)
+
+
+def test_label_smoothing_matches_torch_on_the_same_tokens(captioner):
+    model, tokenizer = captioner
+    model.eval()
+    eos = tokenizer.eos_token_id
+    pixels, labels = torch.randn(1, 3, 32, 32), pad_labels([[[5, 6, eos], [7, eos]]])
+    plain, outputs = caption_loss(model, pixels, labels)
+    smoothed, _ = caption_loss(model, pixels, labels, label_smoothing=0.1)
+    flat = labels[0][labels[0] != -100]
+    logits = outputs.logits[labels[0] != -100]
+    assert torch.allclose(smoothed, torch.nn.functional.cross_entropy(logits, flat, label_smoothing=0.1), atol=1e-5)
+    assert not torch.allclose(smoothed, plain)

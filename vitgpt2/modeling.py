@@ -130,7 +130,7 @@ def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) ->
     return shifted.masked_fill(shifted == IGNORE_INDEX, pad_token_id)
 
 
-def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor):
+def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
     """Per-token cross-entropy (captions, length) of the captions present in `labels`, the number of
     captions of each image, and the model outputs; every image goes through the encoder once."""
     if labels.dim() == 2:
@@ -146,12 +146,18 @@ def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor):
         outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
     losses = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), flat.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        logits.reshape(-1, logits.size(-1)),
+        flat.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+        label_smoothing=label_smoothing,
     )
     return losses.view_as(flat), flat != IGNORE_INDEX, repeats, outputs
 
 
-def caption_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None):
+def caption_loss(
+    model, pixel_values: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0
+):
     """Cross-entropy of captions given images, encoding each image once for all of its captions.
 
     `labels` is (images, captions, length), padded with -100; rows made only of -100 are absent captions.
@@ -159,7 +165,7 @@ def caption_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor, num_it
     caption tokens, or their sum over `num_items_in_batch` when the Trainer counts tokens across
     gradient-accumulation steps.
     """
-    losses, mask, _, outputs = _token_losses(model, pixel_values, labels)
+    losses, mask, _, outputs = _token_losses(model, pixel_values, labels, label_smoothing)
     denominator = num_items_in_batch if num_items_in_batch is not None else mask.sum()
     return losses.sum() / denominator, outputs
 

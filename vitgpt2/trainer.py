@@ -75,7 +75,10 @@ class CaptioningTrainer(Seq2SeqTrainer):
         self.metrics_hook = metrics_hook
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss, outputs = caption_loss(model, inputs["pixel_values"], inputs["labels"], num_items_in_batch)
+        # --label_smoothing_factor applies here (the Trainer's own label smoother never sees these losses);
+        # evaluation reports the plain per-image loss.
+        smoothing = self.args.label_smoothing_factor if model.training else 0.0
+        loss, outputs = caption_loss(model, inputs["pixel_values"], inputs["labels"], num_items_in_batch, smoothing)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # `num_items_in_batch` counts tokens on every process; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes

@@ -85,3 +85,51 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
     return calls
+
+
+def _save_tiny_captioner(folder, image_size: int = 32) -> str:
+    """A saved captioner (model, tokenizer, image processor) with random weights, in `<folder>/captioner`.
+
+    At the usual init scale a random decoder emits EOS first, so every caption would be empty; weights three
+    times larger give captions that differ from image to image, which makes identity checks meaningful.
+    """
+    import torch
+    from transformers import AutoImageProcessor, AutoTokenizer
+
+    from vitgpt2.modeling import configure_special_tokens, load_captioner
+    from vitgpt2.tiny_models import write_tiny_models
+
+    captions = ["a red circle on the left", "two blue squares at the top", "three green triangles near the bottom"]
+    sizes = {"image_size": image_size, "hidden_size": 64, "num_layers": 2, "vocab_size": 300}
+    encoder, decoder = write_tiny_models(os.path.join(folder, "parts"), captions * 4, **sizes)
+    model = load_captioner(encoder=encoder, decoder=decoder)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "position_embeddings" not in name:  # already at scale 1 (sin-cos): tripled, they drown the image
+                parameter.mul_(3)
+    tokenizer = AutoTokenizer.from_pretrained(decoder)
+    image_processor = AutoImageProcessor.from_pretrained(encoder)
+    configure_special_tokens(model, tokenizer, max_length=12)
+    output_dir = os.path.join(folder, "captioner")
+    for component in (model, tokenizer, image_processor):
+        component.save_pretrained(output_dir)
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def make_tiny_captioner():
+    """`make_tiny_captioner(folder)` saves a fresh random captioner there, for tests that change the folder."""
+    return _save_tiny_captioner
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory) -> str:
+    """A saved random captioner shared by the tests that only read it."""
+    return _save_tiny_captioner(tmp_path_factory.mktemp("captioner"))
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_pipe(tiny_captioner_dir):
+    from vitgpt2.pipeline import captioning_pipeline
+
+    return captioning_pipeline(tiny_captioner_dir, device="cpu")

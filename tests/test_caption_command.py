@@ -6,10 +6,8 @@ import json
 import PIL.Image
 import pytest
 import skimage.data
-from test_pipeline import save_tiny_captioner
 
 from vitgpt2.commands import caption
-from vitgpt2.pipeline import captioning_pipeline
 
 
 def run_caption(*argv: str) -> int:
@@ -20,13 +18,13 @@ def run_caption(*argv: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny_captioner(tmp_path_factory.mktemp("caption_command"))
+def model_dir(tiny_captioner_dir):
+    return tiny_captioner_dir
 
 
 @pytest.fixture(scope="module")
-def pipe(model_dir):
-    return captioning_pipeline(model_dir, device="cpu")
+def pipe(tiny_captioner_pipe):
+    return tiny_captioner_pipe
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 import json
 import os
 
-from test_pipeline import save_tiny_captioner
-
 from vitgpt2.cli import main as cli
 from vitgpt2.pipeline import captioning_pipeline
 
 
-def test_evaluate_a_saved_model_on_a_coco_folder(synthetic_coco, tmp_path, capsys):
-    model = save_tiny_captioner(tmp_path)
+def test_evaluate_a_saved_model_on_a_coco_folder(synthetic_coco, tiny_captioner_dir, tmp_path, capsys):
+    model = tiny_captioner_dir
     output = tmp_path / "eval"
     argv = ["evaluate", "--model", model, "--output_dir", str(output), "--coco_dir", synthetic_coco]
     argv += ["--max_eval_samples", "6", "--metrics", "bleu,rouge,cider", "--generation_max_length", "12"]

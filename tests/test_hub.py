@@ -8,7 +8,6 @@ import shutil
 import PIL.Image
 import pytest
 import skimage.data
-from test_pipeline import save_tiny_captioner
 from transformers import pipeline
 
 from vitgpt2.hub import SecretInUploadError, push_to_hub, upload_files
@@ -21,9 +20,9 @@ REPO_ID = "someone/vit-gpt2-tiny"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def model_dir(tmp_path_factory, make_tiny_captioner):
     """A finished training folder: model, pipeline code, card, a picture, and what must stay local."""
-    output_dir = save_tiny_captioner(tmp_path_factory.mktemp("hub"))
+    output_dir = make_tiny_captioner(tmp_path_factory.mktemp("hub"))
     save_pipeline_code(output_dir)
     save_loss_curves([{"loss": 1.0, "step": 1}], os.path.join(output_dir, "loss_curves.png"))
     write_model_card(

@@ -8,7 +8,6 @@ import PIL.Image
 import pytest
 import skimage.data
 from huggingface_hub import ModelCard
-from test_pipeline import save_tiny_captioner
 
 from vitgpt2.model_card import write_model_card
 from vitgpt2.pipeline import captioning_pipeline, save_pipeline_code
@@ -110,8 +109,8 @@ def test_missing_picture_is_an_error(tmp_path):
         write_card(tmp_path, pictures=["loss_curves.png"])
 
 
-def test_usage_snippet_runs(tmp_path):
-    model_dir = save_tiny_captioner(tmp_path)
+def test_usage_snippet_runs(tmp_path, make_tiny_captioner):
+    model_dir = make_tiny_captioner(tmp_path)
     save_pipeline_code(model_dir)
     card_text = open(write_card(model_dir, hub_model_id=None)).read()
     snippet = re.search(r"```python\n(.*?)```", card_text, flags=re.DOTALL).group(1)

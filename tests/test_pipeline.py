@@ -17,8 +17,6 @@ import pytest
 import skimage.data
 import torch
 from transformers import (
-    AutoImageProcessor,
-    AutoTokenizer,
     Trainer,
     TrainerState,
     TrainingArguments,
@@ -29,7 +27,6 @@ from transformers import (
 
 from vitgpt2.collator import CaptioningCollator
 from vitgpt2.images import image_to_uint8
-from vitgpt2.modeling import configure_special_tokens, load_captioner
 from vitgpt2.pipeline import (
     ImageCaptioningPipeline,
     PipelineCodeCallback,
@@ -37,32 +34,9 @@ from vitgpt2.pipeline import (
     custom_pipelines_entry,
     save_pipeline_code,
 )
-from vitgpt2.tiny_models import write_tiny_models
 
 CAPTIONS = ["a red circle on the left", "two blue squares at the top", "three green triangles near the bottom"] * 4
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-
-
-def save_tiny_captioner(folder, image_size: int = 32) -> str:
-    """A saved captioner (model, tokenizer, image processor) with random weights, in `<folder>/captioner`.
-
-    At the usual init scale a random decoder emits EOS first, so every caption would be empty; weights three
-    times larger give captions that differ from image to image, which makes the identity checks meaningful.
-    """
-    sizes = {"image_size": image_size, "hidden_size": 64, "num_layers": 2, "vocab_size": 300}
-    encoder, decoder = write_tiny_models(os.path.join(folder, "parts"), CAPTIONS, **sizes)
-    model = load_captioner(encoder=encoder, decoder=decoder)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "position_embeddings" not in name:  # already at scale 1 (sin-cos): tripled, they drown the image
-                parameter.mul_(3)
-    tokenizer = AutoTokenizer.from_pretrained(decoder)
-    image_processor = AutoImageProcessor.from_pretrained(encoder)
-    configure_special_tokens(model, tokenizer, max_length=12)
-    output_dir = os.path.join(folder, "captioner")
-    for component in (model, tokenizer, image_processor):
-        component.save_pretrained(output_dir)
-    return output_dir
 
 
 def photographs() -> list[PIL.Image.Image]:
@@ -85,13 +59,13 @@ def texts(outputs) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def captioner_dir(tmp_path_factory):
-    return save_tiny_captioner(tmp_path_factory.mktemp("pipeline"))
+def captioner_dir(tiny_captioner_dir):
+    return tiny_captioner_dir
 
 
 @pytest.fixture(scope="module")
-def pipe(captioner_dir):
-    return captioning_pipeline(captioner_dir, device="cpu")
+def pipe(tiny_captioner_pipe):
+    return tiny_captioner_pipe
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,6 @@ def run_caption(*argv: str) -> int:
     return args.func(args)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tiny_captioner_dir):
-    return tiny_captioner_dir
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_captioner_pipe):
-    return tiny_captioner_pipe
-
-
 @pytest.fixture
 def image_dir(tmp_path):
     folder = tmp_path / "images"
@@ -43,20 +33,22 @@ def captioned(pipe, path, **generate_kwargs) -> str:
     return pipe(str(path), **generate_kwargs)[0]["generated_text"]
 
 
-def test_folder_prints_sorted_file_tab_caption_lines(pipe, model_dir, image_dir, capsys):
-    assert run_caption(str(image_dir), "--model", model_dir, "--batch_size", "2", "--device", "cpu") == 0
+def test_folder_prints_sorted_file_tab_caption_lines(tiny_captioner_pipe, tiny_captioner_dir, image_dir, capsys):
+    assert run_caption(str(image_dir), "--model", tiny_captioner_dir, "--batch_size", "2", "--device", "cpu") == 0
     lines = capsys.readouterr().out.splitlines()
     expected = [image_dir / name for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")]
-    assert lines == [f"{path}\t{captioned(pipe, path)}" for path in expected]
+    assert lines == [f"{path}\t{captioned(tiny_captioner_pipe, path)}" for path in expected]
 
 
-def test_unreadable_files_are_reported_and_skipped(pipe, model_dir, image_dir, tmp_path, capsys):
+def test_unreadable_files_are_reported_and_skipped(
+    tiny_captioner_pipe, tiny_captioner_dir, image_dir, tmp_path, capsys
+):
     (image_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (image_dir / "empty.png").write_bytes(b"")
     output = tmp_path / "captions.jsonl"
     missing = tmp_path / "missing.jpg"
     status = run_caption(
-        str(image_dir), str(missing), "--model", model_dir, "--output", str(output), "--device", "cpu"
+        str(image_dir), str(missing), "--model", tiny_captioner_dir, "--output", str(output), "--device", "cpu"
     )
     assert status != 0
     errors = capsys.readouterr().err
@@ -66,18 +58,20 @@ def test_unreadable_files_are_reported_and_skipped(pipe, model_dir, image_dir, t
     assert [record["file"] for record in records] == [
         str(image_dir / name) for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")
     ]
-    assert all(record["caption"] == captioned(pipe, record["file"]) for record in records)
+    assert all(record["caption"] == captioned(tiny_captioner_pipe, record["file"]) for record in records)
 
 
-def test_files_and_generation_options(pipe, model_dir, image_dir, tmp_path):
+def test_files_and_generation_options(tiny_captioner_pipe, tiny_captioner_dir, image_dir, tmp_path):
     files = [str(image_dir / "nested" / "rocket.png"), str(image_dir / "b_coffee.jpg")]
     output = tmp_path / "out.jsonl"
     options = ["--num_beams", "2", "--max_new_tokens", "4", "--output", str(output), "--device", "cpu"]
-    assert run_caption(*files, "--model", model_dir, *options) == 0
+    assert run_caption(*files, "--model", tiny_captioner_dir, *options) == 0
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert records == [{"file": f, "caption": captioned(pipe, f, num_beams=2, max_new_tokens=4)} for f in files]
+    assert records == [
+        {"file": f, "caption": captioned(tiny_captioner_pipe, f, num_beams=2, max_new_tokens=4)} for f in files
+    ]
 
 
-def test_folder_without_images_fails(model_dir, tmp_path, capsys):
-    assert run_caption(str(tmp_path), "--model", model_dir) == 1
+def test_folder_without_images_fails(tiny_captioner_dir, tmp_path, capsys):
+    assert run_caption(str(tmp_path), "--model", tiny_captioner_dir) == 1
     assert "no image files" in capsys.readouterr().err

@@ -53,8 +53,9 @@ def _encode_batch(batch, size, resample, tokenizer, max_target_length):
     return {"pixel_values": pixels, "caption_ids": caption_ids, "problem": problems}
 
 
-def _unreadable_error(rows: Dataset, problems: np.ndarray, desc: str, shown: int = 5) -> BadImageError:
-    unreadable = np.flatnonzero([problem.startswith(UNREADABLE) for problem in problems])
+def _unreadable_error(
+    rows: Dataset, problems: np.ndarray, unreadable: np.ndarray, desc: str, shown: int = 5
+) -> BadImageError:
     named = [
         f"image {row['image_id']} ({row['file_name']}) cannot be used: {problems[i][len(UNREADABLE) + 2 :]}"
         for i, row in zip(unreadable[:shown], rows.select(unreadable[:shown]))
@@ -68,9 +69,8 @@ def _unreadable_error(rows: Dataset, problems: np.ndarray, desc: str, shown: int
     )
 
 
-def _left_out_summary(encoded: Dataset, problems: np.ndarray, desc: str) -> str:
+def _left_out_summary(encoded: Dataset, problems: np.ndarray, unreadable: np.ndarray, desc: str) -> str:
     """One line: how many images were left out and why, naming the first unreadable one."""
-    unreadable = np.flatnonzero([problem.startswith(UNREADABLE) for problem in problems])
     summary = (
         f"{desc}: left out {int((problems != '').sum())} of {len(problems)} images "
         f"({len(unreadable)} unreadable, {int((problems == NO_CAPTIONS).sum())} without captions)"
@@ -128,9 +128,10 @@ def preprocess(
     if (problems == "").all():
         return encoded.remove_columns("problem")
     rows = encoded.select_columns(["image_id", "file_name"])
-    if bad_images == "error" and any(problem.startswith(UNREADABLE) for problem in problems):
-        raise _unreadable_error(rows, problems, desc)
-    summary = _left_out_summary(rows, problems, desc)
+    unreadable = np.flatnonzero([problem.startswith(UNREADABLE) for problem in problems])
+    if bad_images == "error" and len(unreadable):
+        raise _unreadable_error(rows, problems, unreadable, desc)
+    summary = _left_out_summary(rows, problems, unreadable, desc)
     if (problems != "").all():
         raise BadImageError(f"no usable image: {summary}. Check the image folder and the captions file.")
     logger.warning(summary)

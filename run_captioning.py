@@ -34,7 +34,7 @@ from vitgpt2.arguments import parse_args
 from vitgpt2.checkpoints import last_complete_checkpoint
 from vitgpt2.collator import CaptioningCollator
 from vitgpt2.metrics import CaptionScorer
-from vitgpt2.modeling import attention_implementations, configure_special_tokens, load_captioner
+from vitgpt2.modeling import attention_implementations, configure_special_tokens, load_captioner, pad_vocabulary
 from vitgpt2.pipeline import PipelineCodeCallback
 from vitgpt2.preprocessing import preprocess
 from vitgpt2.publishing import publish
@@ -108,6 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
         **hub_kwargs,
     )
     configure_special_tokens(model, tokenizer, training_args.generation_max_length, training_args.generation_num_beams)
+    vocabulary = pad_vocabulary(model, len(tokenizer), model_args.pad_vocab_to_multiple_of)
+    logger.info("Decoder vocabulary: %d rows for %d tokenizer ids", vocabulary, len(tokenizer))
     logger.info("Attention implementations: %s", attention_implementations(model))
 
     # Preprocessing: decode + resize each image once to uint8, tokenize captions (+EOS); cached by fingerprint.

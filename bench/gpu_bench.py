@@ -24,7 +24,7 @@ import torch
 from transformers import ViTImageProcessor
 
 from vitgpt2.collator import CaptioningCollator
-from vitgpt2.modeling import attention_implementations
+from vitgpt2.modeling import attention_implementations, pad_vocabulary
 from vitgpt2.preprocessing import preprocess
 from vitgpt2.sampling import CaptionGroups
 from vitgpt2.sources import load_coco
@@ -34,9 +34,12 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 def bench_training(args) -> dict:
-    model = common.build_captioner(tiny=args.tiny).to(args.device).train()
+    model = common.build_captioner(tiny=args.tiny)
+    vocab = pad_vocabulary(model, model.decoder.config.vocab_size, args.pad_vocab)
+    model = model.to(args.device).train()
     print(
-        f"attention implementations: {attention_implementations(model)}, autocast {args.dtype}, compile {args.compile}"
+        f"attention implementations: {attention_implementations(model)}, autocast {args.dtype}, "
+        f"compile {args.compile}, vocabulary {vocab}"
     )
     images = args.pairs // args.captions_per_image
     encode_once = tuple(t.to(args.device) for t in common.caption_batch(model, images, args.captions_per_image))
@@ -54,12 +57,27 @@ def bench_training(args) -> dict:
 
     steps = {name: step(batch) for name, batch in batches.items()}
     seconds = common.time_interleaved(steps, args.warmup, args.steps, args.device)
+    if args.profile:
+        print_top_kernels(steps["encode-once"], args.profile)
     results = {}
     for name, s in seconds.items():
         tflops = flops[name] / s / 1e12
         results[name] = {"s": s, "pairs/s": args.pairs / s, "tflop_step": flops[name] / 1e12, "tflops": tflops}
         results[name]["mfu"] = tflops / args.peak_tflops
     return results
+
+
+def print_top_kernels(step, rows: int) -> None:
+    """Where one (warm) step's device time goes: the ops that took the most of it, as torch.profiler sees them."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        step()
+        common.synchronize("cuda" if torch.cuda.is_available() else "cpu")
+    sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    print(f"\nOne encode-once step, top {rows} ops by self device time")
+    print(profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60))
 
 
 def write_cache(work_dir: str, num_images: int, image_processor) -> datasets.Dataset:
@@ -154,6 +172,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--num_workers", type=int, default=8)
     parser.add_argument("--prefetch_factor", type=int, default=4)
     parser.add_argument("--skip_training", action="store_true")
+    parser.add_argument(
+        "--pad_vocab", type=int, default=64, help="Pad the decoder's vocabulary to a multiple of N, as training does."
+    )
+    parser.add_argument("--profile", type=int, default=0, help="Print the top N ops of one encode-once step.")
     common.add_model_arguments(parser, device="cuda")
     args = parser.parse_args(argv)
     if args.pairs % args.captions_per_image:

@@ -10,6 +10,7 @@ from vitgpt2.modeling import (
     caption_loss,
     configure_special_tokens,
     load_captioner,
+    pad_vocabulary,
     per_image_loss,
 )
 
@@ -136,3 +137,39 @@ def test_label_smoothing_matches_torch_on_the_same_tokens(captioner):
     logits = outputs.logits[labels[0] != -100]
     assert torch.allclose(smoothed, torch.nn.functional.cross_entropy(logits, flat, label_smoothing=0.1), atol=1e-5)
     assert not torch.allclose(smoothed, plain)
+
+
+def test_padded_vocabulary_is_aligned_tied_and_never_generated(captioner):
+    model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
+    model.eval()
+    size = pad_vocabulary(model, len(tokenizer), 64)
+    assert size % 64 == 0 and size > len(tokenizer) and model.config.decoder.vocab_size == size
+    head, embeddings = model.decoder.get_output_embeddings(), model.decoder.get_input_embeddings()
+    assert head.weight.shape[0] == size and head.weight.data_ptr() == embeddings.weight.data_ptr()
+    assert pad_vocabulary(model, len(tokenizer), 64) == size  # idempotent, as when resuming
+    padding = list(range(len(tokenizer), size))
+    assert model.generation_config.suppress_tokens == padding
+
+    # make a padded id by far the likeliest next token: generate must still never choose it
+    pixels, start = torch.randn(2, 3, 32, 32), torch.full((2, 1), tokenizer.eos_token_id)
+    with torch.no_grad():
+        hidden = model(pixel_values=pixels, decoder_input_ids=start, output_hidden_states=True).decoder_hidden_states
+        embeddings.weight[padding[0]] = 100 * torch.nn.functional.normalize(hidden[-1][:, -1].mean(0), dim=0)
+        logits = model(pixel_values=pixels, decoder_input_ids=start).logits
+    assert (logits[:, -1].argmax(-1) == padding[0]).all()
+    generated = model.generate(pixel_values=pixels, max_new_tokens=4, num_beams=1)
+    assert not set(generated.flatten().tolist()) & set(padding)
+
+
+def test_vocabulary_is_left_alone_with_multiple_one(captioner):
+    model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
+    size = model.config.decoder.vocab_size
+    assert pad_vocabulary(model, len(tokenizer), 1) == size == model.decoder.get_output_embeddings().weight.shape[0]
+    assert not model.generation_config.suppress_tokens
+
+
+def test_vocabulary_multiple_below_one_is_refused():
+    from vitgpt2.arguments import ModelArguments
+
+    with pytest.raises(ValueError, match="--pad_vocab_to_multiple_of must be 1 or more, not 0"):
+        ModelArguments(pad_vocab_to_multiple_of=0)

@@ -149,6 +149,11 @@ def test_learns_synthetic_captions_and_stops_at_eos(monkeypatch, tmp_path):
         assert np.mean([a == b for a, b in zip(named, truth)]) >= 0.8, attribute
     # the saved encode-once model is a plain VisionEncoderDecoderModel: the pipeline gives the evaluated captions
     captioner = captioning_pipeline(str(output))
+    # with its vocabulary padded to a multiple of 64 (the default), the padding kept out of generation
+    assert captioner.model.config.decoder.vocab_size % 64 == 0
+    assert len(captioner.model.generation_config.suppress_tokens) == captioner.model.config.decoder.vocab_size - len(
+        captioner.tokenizer
+    )
     paths = [os.path.join(data, "val2017", r["file_name"]) for r in records[:8]]
     assert [c[0]["generated_text"] for c in captioner(paths, batch_size=4)] == [r["prediction"] for r in records[:8]]
 

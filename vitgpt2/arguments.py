@@ -42,8 +42,18 @@ class ModelArguments:
         default="sdpa",
         metadata={"help": "Attention kernel for encoder and decoder.", "choices": ATTENTION_IMPLEMENTATIONS},
     )
+    pad_vocab_to_multiple_of: int = field(
+        default=64,
+        metadata={
+            "help": "Round the decoder's vocabulary up to a multiple of N (GPT-2's 50,257 rows become 50,304) so the "
+            "LM head's matmuls run on aligned tensor-core kernels; the new ids are never generated. 1 leaves it as "
+            "is. Resume a run with the value it started with."
+        },
+    )
 
     def __post_init__(self):
+        if self.pad_vocab_to_multiple_of < 1:
+            raise ValueError(f"--pad_vocab_to_multiple_of must be 1 or more, not {self.pad_vocab_to_multiple_of}")
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(
                 f"--attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, not {self.attn_implementation!r}"

@@ -88,6 +88,25 @@ def configure_special_tokens(model, tokenizer, max_length: int | None = None, nu
     model.generation_config = generation
 
 
+def pad_vocabulary(model, tokenizer_size: int, multiple: int) -> int:
+    """Rounds the decoder's vocabulary (embeddings and the tied LM head) up to a multiple of `multiple` and keeps
+    `generate` from ever choosing the new ids. Returns the new vocabulary size.
+
+    GPT-2's 50,257 rows are odd, so the LM head's matmuls, the largest in the decoder, cannot use the GPU's
+    aligned tensor-core kernels; 50,304 rows can. The extra ids are never labels, and no tokenizer id maps to them.
+    """
+    if multiple <= 1:
+        return model.decoder.config.vocab_size
+    model.decoder.resize_token_embeddings(
+        max(tokenizer_size, model.decoder.config.vocab_size), pad_to_multiple_of=multiple
+    )
+    size = model.decoder.config.vocab_size
+    padding = list(range(tokenizer_size, size))
+    generation = model.generation_config
+    generation.suppress_tokens = sorted(set(generation.suppress_tokens or []) | set(padding)) or None
+    return size
+
+
 def attention_implementations(model) -> dict[str, str]:
     """The attention kernels actually chosen for the encoder and the decoder (e.g. to assert SDPA)."""
     return {

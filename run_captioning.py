@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
             **train_result.metrics,
             "train_samples": len(processed["train"]),
             "train_pairs": train_dataset.num_captions,
+            "train_images_left_out": len(raw["train"]) - len(processed["train"]),
         }
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -174,13 +175,18 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_eval:
         metrics = trainer.evaluate(metric_key_prefix="eval")
         metrics["eval_samples"] = len(eval_dataset)
+        metrics["eval_images_left_out"] = len(raw["eval"]) - len(processed["eval"])
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
 
     if training_args.do_predict:
         prediction = trainer.predict(predict_dataset, metric_key_prefix="predict")
-        metrics = {**prediction.metrics, "predict_samples": len(predict_dataset)}
+        metrics = {
+            **prediction.metrics,
+            "predict_samples": len(predict_dataset),
+            "predict_images_left_out": len(raw["predict"]) - len(processed["predict"]),
+        }
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
         results.update(metrics)

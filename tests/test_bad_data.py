@@ -394,5 +394,7 @@ def test_unseen_folder_with_bad_files_end_to_end(monkeypatch, synthetic_coco, ti
     results = _main(monkeypatch, [*_train_argv(data, tiny_models, output), "--bad_images", "skip"])
     # 40 synthetic images + the CMYK and grayscale ones; 3 unreadable and 1 uncaptioned left out, each counted
     assert results["train_samples"] == 42 and results["train_pairs"] == 40 * 5 + 2
+    assert results["train_images_left_out"] == 4  # an annotation whose image id has no images entry is no row
+    assert json.loads((output / "all_results.json").read_text())["train_images_left_out"] == 4
     assert "preprocessing train images: left out 4 of 46 images (3 unreadable, 1 without captions)" in caplog.text
     assert (output / "model.safetensors").is_file()

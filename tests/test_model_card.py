@@ -121,3 +121,18 @@ def test_usage_snippet_runs(tmp_path, make_tiny_captioner):
         exec(snippet.replace('"photo.jpg"', repr(str(image_path))), {})
     expected = captioning_pipeline(model_dir, device="cpu")(str(image_path))
     assert printed.getvalue().strip() == str(expected)
+
+
+def test_a_continued_run_names_its_checkpoint_as_base_model(tmp_path):
+    path = write_card(tmp_path, base_models={"checkpoint": "someone/vit-gpt2-coco-v1"})
+    card = ModelCard.load(path)
+    assert card.data.base_model == ["someone/vit-gpt2-coco-v1"]
+    assert "continued from the captioner `someone/vit-gpt2-coco-v1`" in card.content and "`None`" not in card.content
+
+
+def test_local_model_folders_are_named_but_not_claimed_as_hub_models(tmp_path):
+    encoder, decoder = tmp_path / "encoder", tmp_path / "decoder"
+    encoder.mkdir(), decoder.mkdir()
+    card = ModelCard.load(write_card(tmp_path, base_models={"encoder": str(encoder), "decoder": str(decoder)}))
+    assert card.data.base_model is None
+    assert f"the image encoder `{encoder}` and the text decoder `{decoder}`" in card.content

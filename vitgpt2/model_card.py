@@ -46,15 +46,21 @@ def metric_id(name: str) -> str | None:
     return next((metric for metric in METRIC_IDS if name.lower().startswith(metric)), None)
 
 
-def hub_dataset_id(dataset: str | None) -> str | None:
-    """`dataset` when it can be a Hub dataset id (the metadata field expects one), not a local folder or file."""
-    if dataset and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset) and not os.path.exists(dataset):
-        return dataset
+def hub_id(name: str | None) -> str | None:
+    """`name` when it can be a Hub repo id (the metadata fields expect one), not a local folder or file."""
+    if name and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not os.path.exists(name):
+        return name
     return None
 
 
+def started_from(base_models: dict) -> list[str]:
+    """What the run started from: a captioner checkpoint, or the encoder and the decoder."""
+    names = [base_models.get("checkpoint")] if base_models.get("checkpoint") else []
+    return names or [base_models.get(role) for role in ("encoder", "decoder") if base_models.get(role)]
+
+
 def card_metadata(model_name: str, base_models: dict, dataset: str | None, results: dict[str, float]):
-    dataset_id = hub_dataset_id(dataset)
+    dataset_id = hub_id(dataset)
     scores = {name: value for name, value in results.items() if name not in NOT_SCORES and metric_id(name)}
     evals = [
         EvalResult(
@@ -72,7 +78,7 @@ def card_metadata(model_name: str, base_models: dict, dataset: str | None, resul
         model_name=model_name,
         library_name="transformers",
         pipeline_tag=TASK_TYPE,
-        base_model=[model for model in (base_models.get("encoder"), base_models.get("decoder")) if model],
+        base_model=[model for model in map(hub_id, started_from(base_models)) if model] or None,
         datasets=[dataset_id] if dataset_id else None,
         metrics=sorted({metric_id(name) for name in scores} - {"loss"}) or None,
         tags=TAGS,
@@ -117,12 +123,17 @@ print(captioner("photo.jpg"))  # a path, URL or PIL image, or a list of them: [{
 
 
 def training_section(base_models: dict, dataset: str | None, hyperparameters: dict) -> str:
-    encoder, decoder = base_models.get("encoder"), base_models.get("decoder")
+    checkpoint, encoder, decoder = (base_models.get(role) for role in ("checkpoint", "encoder", "decoder"))
+    start = (
+        f"continued from the captioner `{checkpoint}`"
+        if checkpoint
+        else f"with the image encoder `{encoder}` and the text decoder `{decoder}`"
+    )
     lines = [
         "## Training",
         "",
-        f"A `VisionEncoderDecoderModel` with the image encoder `{encoder}` and the text decoder `{decoder}`, "
-        f"fine-tuned with the Hugging Face `Seq2SeqTrainer` on {f'`{dataset}`' if dataset else 'image captions'}.",
+        f"A `VisionEncoderDecoderModel` {start}, fine-tuned with the Hugging Face `Seq2SeqTrainer` on "
+        f"{f'`{dataset}`' if dataset else 'image captions'}.",
     ]
     public = public_hyperparameters(hyperparameters)
     if public:
@@ -181,9 +192,10 @@ def write_model_card(
 ) -> str:
     """Writes `<output_dir>/README.md` and returns its path.
 
-    `base_models` holds the `encoder` and `decoder` ids, `metrics` the `eval_*` results, `sample_records` dicts with
-    image_id, file_name, prediction and references, and `pictures` file names inside `output_dir`. The usage
-    snippet loads `hub_model_id`, or this folder when there is none.
+    `base_models` holds the `encoder` and `decoder` ids (or the `checkpoint` the run continued from), `metrics`
+    the `eval_*` results, `sample_records` dicts with image_id, file_name, prediction and references, and
+    `pictures` file names inside `output_dir`. The usage snippet loads `hub_model_id`, or this folder when there
+    is none.
     """
     results = eval_results(metrics)
     metadata = card_metadata(model_name, base_models, dataset, results)

@@ -50,7 +50,7 @@ def bench_training(args) -> dict:
     fused = args.device.startswith("cuda")  # one kernel for all parameters on the GPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
     # Static shapes: each kind of batch gets its own graph instead of one slower dynamic-shape graph.
-    step_model = torch.compile(model, dynamic=False) if args.compile else model
+    step_model = torch.compile(model, dynamic=False, mode=args.compile_mode) if args.compile else model
 
     def step(batch):
         return lambda: common.train_step(step_model, optimizer, *batch, dtype)
@@ -140,7 +140,8 @@ def print_summary(args, training: dict, loader: dict) -> None:
             ]
             for name, r in training.items()
         ]
-        title = f"Training {args.pairs} pairs/step, {args.dtype} autocast, compile {args.compile}, peak {args.peak_tflops} TFLOPS"
+        compiled = f"{args.compile} ({args.compile_mode or 'default'})" if args.compile else "False"
+        title = f"Training {args.pairs} pairs/step, {args.dtype} autocast, compile {compiled}, peak {args.peak_tflops} TFLOPS"
         common.print_table(title, ["", "ms/step", "pairs/s", "TFLOP/step", "TFLOPS", "MFU"], rows)
         ratio = training["encode-once"]["pairs/s"] / training["per pair"]["pairs/s"]
         common.report_ratio("pairs/s encode-once / per pair", ratio, 2.5)
@@ -162,6 +163,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps of each kind (compilation happens here).")
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="Autocast dtype (fp32: no autocast).")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--compile_mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+        help="torch.compile mode (as --torch_compile_mode in training); reduce-overhead replays CUDA graphs.",
+    )
     parser.add_argument(
         "--peak_tflops", type=float, default=989.0, help="Dense peak of --dtype (H100 SXM/H200 bf16: 989)."
     )

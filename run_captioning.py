@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
                 bad_images=data_args.bad_images,
                 desc=f"preprocessing {role} images",
             )
+    left_out = {role: len(raw[role]) - len(processed[role]) for role in processed}  # unreadable or uncaptioned
     train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
     views = {
         role: ImagesWithReferences(processed[role], raw_images=raw[role])
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
             **train_result.metrics,
             "train_samples": len(processed["train"]),
             "train_pairs": train_dataset.num_captions,
-            "train_images_left_out": len(raw["train"]) - len(processed["train"]),
+            "train_images_left_out": left_out["train"],
         }
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -175,18 +176,15 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_eval:
         metrics = trainer.evaluate(metric_key_prefix="eval")
         metrics["eval_samples"] = len(eval_dataset)
-        metrics["eval_images_left_out"] = len(raw["eval"]) - len(processed["eval"])
+        metrics["eval_images_left_out"] = left_out["eval"]
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
 
     if training_args.do_predict:
         prediction = trainer.predict(predict_dataset, metric_key_prefix="predict")
-        metrics = {
-            **prediction.metrics,
-            "predict_samples": len(predict_dataset),
-            "predict_images_left_out": len(raw["predict"]) - len(processed["predict"]),
-        }
+        metrics = {**prediction.metrics, "predict_samples": len(predict_dataset)}
+        metrics["predict_images_left_out"] = left_out["predict"]
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
         results.update(metrics)

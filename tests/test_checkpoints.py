@@ -1,5 +1,6 @@
 """Only complete checkpoints are resumed from, and resuming restores every weight."""
 
+import copy
 import json
 import sys
 
@@ -10,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import run_captioning
 from vitgpt2.arguments import CaptioningTrainingArguments
 from vitgpt2.checkpoints import is_complete, last_complete_checkpoint, load_model_weights
-from vitgpt2.modeling import load_captioner
+from vitgpt2.modeling import load_captioner, pad_vocabulary
 from vitgpt2.trainer import CaptioningTrainer
 
 STATE = json.dumps({"global_step": 1, "log_history": []})
@@ -126,6 +127,15 @@ def test_load_model_weights_refuses_a_checkpoint_that_lacks_weights(saved_captio
     save_file({key: value for key, value in weights.items() if key != dropped}, f"{folder}/model.safetensors")
     with pytest.raises(ValueError, match=r"does not match the model being trained: \{'missing_keys'"):
         load_model_weights(model, folder)
+
+
+def test_load_model_weights_names_a_vocabulary_padded_differently(saved_captioner):
+    model, folder, _ = saved_captioner
+    vocabulary = model.config.decoder.vocab_size
+    padded = copy.deepcopy(model)
+    assert pad_vocabulary(padded, vocabulary, vocabulary + 1) == vocabulary + 1  # one more row than was saved
+    with pytest.raises(ValueError, match=r"decoder.lm_head.weight.*resume with the --pad_vocab_to_multiple_of"):
+        load_model_weights(padded, folder)
 
 
 def test_trainer_resume_restores_every_parameter(saved_captioner, tmp_path):

@@ -62,4 +62,15 @@ def load_model_weights(model, checkpoint_dir: str) -> None:
     problems = {key: sorted(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[key]}
     if problems:
         raise ValueError(f"checkpoint {checkpoint_dir} does not match the model being trained: {problems}")
-    model.load_state_dict(saved.state_dict(), strict=True)
+    current, weights = model.state_dict(), saved.state_dict()
+    shapes = {
+        key: f"checkpoint {tuple(value.shape)}, model {tuple(current[key].shape)}"
+        for key, value in weights.items()
+        if key in current and value.shape != current[key].shape
+    }
+    if shapes:
+        hint = ""
+        if any("wte" in key or "lm_head" in key for key in shapes):
+            hint = " The vocabularies differ: resume with the --pad_vocab_to_multiple_of the run started with."
+        raise ValueError(f"checkpoint {checkpoint_dir} does not match the model being trained: {shapes}.{hint}")
+    model.load_state_dict(weights, strict=True)

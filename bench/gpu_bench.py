@@ -58,7 +58,7 @@ def bench_training(args) -> dict:
     steps = {name: step(batch) for name, batch in batches.items()}
     seconds = common.time_interleaved(steps, args.warmup, args.steps, args.device)
     if args.profile:
-        print_top_kernels(steps["encode-once"], args.profile)
+        print_top_kernels(steps["encode-once"], args.profile, args.device)
     results = {}
     for name, s in seconds.items():
         tflops = flops[name] / s / 1e12
@@ -67,16 +67,15 @@ def bench_training(args) -> dict:
     return results
 
 
-def print_top_kernels(step, rows: int) -> None:
+def print_top_kernels(step, rows: int, device: str) -> None:
     """Where one (warm) step's device time goes: the ops that took the most of it, as torch.profiler sees them."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if torch.cuda.is_available():
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    cuda = device.startswith("cuda")
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=activities) as profiler:
         step()
-        common.synchronize("cuda" if torch.cuda.is_available() else "cpu")
-    sort_by = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        common.synchronize(device)
     print(f"\nOne encode-once step, top {rows} ops by self device time")
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60))
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One short GPU check (3.5-4 min on one H200, 2026-11-27): training pairs/s and MFU of ViT-B/16 + distilgpt2 with bf16
+# One short GPU check (2.5 min on one H200, 2026-11-27): training pairs/s and MFU of ViT-B/16 + distilgpt2 with bf16
 # autocast, SDPA and torch.compile, per pair vs encode-once; then the DataLoader's images/s from the uint8 cache.
 #
 #   bash bench/gpu.sh                                   # uses `python`; PYTHON=/path/to/python to pick another

@@ -31,6 +31,7 @@ from vitgpt2.sources import load_coco
 from vitgpt2.tiny_models import train_byte_level_bpe
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+KINDS = {"per-pair": "per pair", "encode-once": "encode-once"}  # option value: name in the tables
 
 
 def bench_training(args) -> dict:
@@ -45,7 +46,7 @@ def bench_training(args) -> dict:
     encode_once = tuple(t.to(args.device) for t in common.caption_batch(model, images, args.captions_per_image))
     batches = {"per pair": common.as_pairs(*encode_once), "encode-once": encode_once}
     dtype = DTYPES[args.dtype]
-    flops = {name: common.step_flops(model, *batch, dtype) for name, batch in batches.items()}
+    flops = {name: common.step_flops(model, *batch, dtype) for name, batch in batches.items() if name in args.kinds}
 
     fused = args.device.startswith("cuda")  # one kernel for all parameters on the GPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
@@ -55,10 +56,10 @@ def bench_training(args) -> dict:
     def step(batch):
         return lambda: common.train_step(step_model, optimizer, *batch, dtype)
 
-    steps = {name: step(batch) for name, batch in batches.items()}
+    steps = {name: step(batch) for name, batch in batches.items() if name in args.kinds}
     seconds = common.time_interleaved(steps, args.warmup, args.steps, args.device)
-    if args.profile:
-        print_top_kernels(steps["encode-once"], args.profile, args.device)
+    for name in args.profile_kinds if args.profile else ():
+        print_top_kernels(name, steps[name], args.profile, args.device)
     results = {}
     for name, s in seconds.items():
         tflops = flops[name] / s / 1e12
@@ -67,14 +68,14 @@ def bench_training(args) -> dict:
     return results
 
 
-def print_top_kernels(step, rows: int, device: str) -> None:
+def print_top_kernels(name: str, step, rows: int, device: str) -> None:
     """Where one (warm) step's device time goes: the ops that took the most of it, as torch.profiler sees them."""
     cuda = device.startswith("cuda")
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     with torch.profiler.profile(activities=activities) as profiler:
         step()
         common.synchronize(device)
-    print(f"\nOne encode-once step, top {rows} ops by self device time")
+    print(f"\nOne {name} step, top {rows} ops by self device time")
     sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(profiler.key_averages().table(sort_by=sort_by, row_limit=rows, max_name_column_width=60))
 
@@ -142,13 +143,14 @@ def print_summary(args, training: dict, loader: dict) -> None:
         compiled = f"{args.compile} ({args.compile_mode or 'default'})" if args.compile else "False"
         title = f"Training {args.pairs} pairs/step, {args.dtype} autocast, compile {compiled}, peak {args.peak_tflops} TFLOPS"
         common.print_table(title, ["", "ms/step", "pairs/s", "TFLOP/step", "TFLOPS", "MFU"], rows)
-        ratio = training["encode-once"]["pairs/s"] / training["per pair"]["pairs/s"]
-        common.report_ratio("pairs/s encode-once / per pair", ratio, 2.5)
+        if len(training) == 2:
+            ratio = training["encode-once"]["pairs/s"] / training["per pair"]["pairs/s"]
+            common.report_ratio("pairs/s encode-once / per pair", ratio, 2.5)
     if loader:
         rows = [[f"{k} caption(s) per item", f"{r['rows/s']:,.0f}", f"{r['pairs/s']:,.0f}"] for k, r in loader.items()]
         title = f"DataLoader from the uint8 cache, {args.num_workers} workers, prefetch {args.prefetch_factor}"
         common.print_table(title, ["", "pixel rows/s", "pairs/s"], rows)
-    if training and loader:
+    if "encode-once" in training and loader:
         need = training["encode-once"]["pairs/s"]
         have = loader[args.captions_per_image]["pairs/s"]
         print(f"loader pairs/s / encode-once training pairs/s = {have / need:.2f} (>= 1: the loader keeps up)")
@@ -181,14 +183,31 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--pad_vocab", type=int, default=64, help="Pad the decoder's vocabulary to a multiple of N, as training does."
     )
-    parser.add_argument("--profile", type=int, default=0, help="Print the top N ops of one encode-once step.")
+    parser.add_argument(
+        "--profile", type=int, default=0, help="Print the top N ops of one step of each --profile_kinds."
+    )
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), help="Training steps to time.")
+    parser.add_argument(
+        "--profile_kinds", nargs="+", choices=list(KINDS), help="Kinds --profile covers (default: all of --kinds)."
+    )
+    parser.add_argument(
+        "--math_sdp",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Allow SDPA's unfused math backend (--no-math_sdp: fused kernels or an error saying why not).",
+    )
     common.add_model_arguments(parser, device="cuda")
     args = parser.parse_args(argv)
+    args.profile_kinds = args.profile_kinds or args.kinds
+    if not set(args.profile_kinds) <= set(args.kinds):
+        parser.error(f"--profile_kinds {args.profile_kinds} must be among --kinds {args.kinds}")
+    args.kinds, args.profile_kinds = ([KINDS[k] for k in kinds] for kinds in (args.kinds, args.profile_kinds))
     if args.pairs % args.captions_per_image:
         parser.error(f"--pairs {args.pairs} must be a multiple of --captions_per_image {args.captions_per_image}")
     datasets.disable_progress_bars()
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # what fp32 leftovers outside autocast use in real runs
+        torch.backends.cuda.enable_math_sdp(args.math_sdp)
     common.start(args)
     training = {} if args.skip_training else bench_training(args)
     if args.device.startswith("cuda"):

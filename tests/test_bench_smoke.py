@@ -51,3 +51,15 @@ def test_gpu_bench_runs_on_cpu(bench):
     assert all(0 < result["tflop_step"] for result in results["training"].values())
     assert results["training"]["encode-once"]["tflop_step"] < results["training"]["per pair"]["tflop_step"]
     assert all(result["pairs/s"] > 0 for result in results["loader"].values())
+
+
+def test_gpu_bench_times_and_profiles_the_kinds_asked_for(bench, capsys):
+    argv = ["--device", "cpu", "--tiny", "--pairs", "10", "--steps", "1", "--warmup", "1", "--no-compile"]
+    results = bench("gpu_bench").main([*argv, "--loader_images", "0", "--kinds", "per-pair", "--profile", "3"])
+    assert set(results["training"]) == {"per pair"}
+    assert "One per pair step, top 3 ops" in capsys.readouterr().out
+
+
+def test_gpu_bench_refuses_to_profile_a_kind_it_does_not_time(bench):
+    with pytest.raises(SystemExit):
+        bench("gpu_bench").main(["--device", "cpu", "--tiny", "--kinds", "encode-once", "--profile_kinds", "per-pair"])

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
 
+from .sdpa_masks import fused_sdpa_masks
+
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
@@ -161,7 +163,7 @@ def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label
     flat = flat[present]
     config = _unwrap(model).config
     decoder_input_ids = shift_right(flat, config.decoder_start_token_id, config.pad_token_id)
-    with repeated_encoder_states(model, repeats, total=flat.shape[0]):
+    with repeated_encoder_states(model, repeats, total=flat.shape[0]), fused_sdpa_masks():
         outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
     losses = F.cross_entropy(

@@ -133,3 +133,29 @@ def tiny_captioner_pipe(tiny_captioner_dir):
     from vitgpt2.pipeline import captioning_pipeline
 
     return captioning_pipeline(tiny_captioner_dir, device="cpu")
+
+
+_SDPA_MASKS_SEEN = []
+
+
+def _record_sdpa_masks(graph_module, example_inputs):
+    for node in graph_module.graph.nodes:
+        if "scaled_dot_product_attention" in str(node.target):
+            mask = node.kwargs.get("attn_mask")
+            _SDPA_MASKS_SEEN.append(None if mask is None else tuple(mask.meta["example_value"].shape))
+    return graph_module.forward  # run the graph as traced
+
+
+@pytest.fixture
+def sdpa_masks_compiled():
+    """(name, masks): a torch.compile backend registered under `name` that records the `attn_mask` of each SDPA
+    call in the graphs it gets (None, or the mask's shape) into `masks`."""
+    import torch
+
+    name = "vitgpt2_sdpa_mask_probe"
+    if name not in torch._dynamo.list_backends(exclude_tags=()):
+        torch._dynamo.register_backend(_record_sdpa_masks, name=name)
+    _SDPA_MASKS_SEEN.clear()
+    torch._dynamo.reset()
+    yield name, _SDPA_MASKS_SEEN
+    torch._dynamo.reset()

@@ -158,9 +158,14 @@ def test_learns_synthetic_captions_and_stops_at_eos(monkeypatch, tmp_path):
     assert [c[0]["generated_text"] for c in captioner(paths, batch_size=4)] == [r["prediction"] for r in records[:8]]
 
 
-def test_speed_settings_train_and_evaluate(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+def test_speed_settings_train_and_evaluate(monkeypatch, synthetic_coco, tiny_models, tmp_path, sdpa_masks_compiled):
     """The settings the README recommends for GPUs run end to end (here on the CPU): bf16 autocast, fused AdamW,
-    fixed-length labels, encode-once, loader workers with persistence and prefetch."""
+    fixed-length labels, encode-once, loader workers with persistence and prefetch, and the Trainer's
+    torch.compile (a backend that runs the traced graphs as they are, to keep the test short), whose attention
+    gets no mask."""
+    backend, masks = sdpa_masks_compiled
+    compile_ = torch.compile  # accelerate compiles with a backend from its own list; swap in the recording one
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, **{**kwargs, "backend": backend}))
     encoder, decoder = tiny_models
     results = _run(
         monkeypatch,
@@ -171,11 +176,13 @@ def test_speed_settings_train_and_evaluate(monkeypatch, synthetic_coco, tiny_mod
             "--bf16", "--use_cpu", "--optim", "adamw_torch_fused", "--pad_to_max_length", "--max_target_length", "24",
             "--captions_per_image", "5", "--per_device_train_batch_size", "4",
             "--dataloader_num_workers", "2", "--dataloader_persistent_workers", "--dataloader_prefetch_factor", "2",
+            "--torch_compile_backend", "eager",
             "--metrics", "bleu", "--report_to", "none", "--save_strategy", "no",
         ],
     )  # fmt: skip
     assert np.isfinite(results["train_loss"]) and np.isfinite(results["eval_loss"])
     assert results["train_pairs"] == 200 and "eval_bleu" in results
+    assert masks and set(masks) == {None}  # the compiled graphs hold attention, and none of it is masked
 
 
 def test_predict_on_the_karpathy_test_split_writes_predictions(monkeypatch, synthetic_coco, tiny_models, tmp_path):

@@ -24,46 +24,24 @@ def captioner_and_batch(tiny_models):
     return model, pixels, pad_labels([[c + [tokenizer.eos_token_id]] for c in captions])
 
 
-def sdpa_masks_seen_by_dynamo(call) -> list:
-    """The `attn_mask` of every SDPA call in the graphs dynamo captures while running `call`."""
-    masks = []
-
-    def backend(graph_module, example_inputs):
-        for node in graph_module.graph.nodes:
-            if "scaled_dot_product_attention" in str(node.target):
-                mask = node.kwargs.get("attn_mask")
-                masks.append(None if mask is None else tuple(mask.meta["example_value"].shape))
-        return graph_module.forward
-
-    torch._dynamo.reset()
-    try:
-        call(backend)
-    finally:
-        torch._dynamo.reset()
-    return masks
-
-
-def test_compiled_caption_loss_passes_no_attention_mask(captioner_and_batch):
+def test_compiled_caption_loss_passes_no_attention_mask(captioner_and_batch, sdpa_masks_compiled):
     model, pixels, labels = captioner_and_batch
-    masks = sdpa_masks_seen_by_dynamo(
-        lambda backend: caption_loss(torch.compile(model, backend=backend, dynamic=False), pixels, labels)
-    )
+    backend, masks = sdpa_masks_compiled
+    caption_loss(torch.compile(model, backend=backend, dynamic=False), pixels, labels)
     layers = model.config.encoder.num_hidden_layers + 2 * model.config.decoder.n_layer
     assert masks == [None] * layers
 
 
-def test_compiled_model_without_the_fix_materialises_the_decoder_mask(captioner_and_batch):
+def test_compiled_model_without_the_fix_materialises_the_decoder_mask(captioner_and_batch, sdpa_masks_compiled):
     """The control: what transformers does under compile when it is left alone."""
     model, pixels, labels = captioner_and_batch
     flat = labels.reshape(-1, labels.shape[-1])
     config = model.config
     decoder_input_ids = shift_right(flat, config.decoder_start_token_id, config.pad_token_id)
 
-    def call(backend):
-        compiled = torch.compile(model, backend=backend, dynamic=False)
-        compiled(pixel_values=pixels, decoder_input_ids=decoder_input_ids, use_cache=False)
-
-    masks = sdpa_masks_seen_by_dynamo(call)
+    backend, masks = sdpa_masks_compiled
+    compiled = torch.compile(model, backend=backend, dynamic=False)
+    compiled(pixel_values=pixels, decoder_input_ids=decoder_input_ids, use_cache=False)
     assert (len(flat), 1, flat.shape[-1], flat.shape[-1]) in masks
 
 

@@ -45,8 +45,9 @@ def bench_training(args) -> dict:
     images = args.pairs // args.captions_per_image
     encode_once = tuple(t.to(args.device) for t in common.caption_batch(model, images, args.captions_per_image))
     batches = {"per pair": common.as_pairs(*encode_once), "encode-once": encode_once}
+    batches = {name: batch for name, batch in batches.items() if name in args.kinds}
     dtype = DTYPES[args.dtype]
-    flops = {name: common.step_flops(model, *batch, dtype) for name, batch in batches.items() if name in args.kinds}
+    flops = {name: common.step_flops(model, *batch, dtype) for name, batch in batches.items()}
 
     fused = args.device.startswith("cuda")  # one kernel for all parameters on the GPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
@@ -56,7 +57,7 @@ def bench_training(args) -> dict:
     def step(batch):
         return lambda: common.train_step(step_model, optimizer, *batch, dtype)
 
-    steps = {name: step(batch) for name, batch in batches.items() if name in args.kinds}
+    steps = {name: step(batch) for name, batch in batches.items()}
     seconds = common.time_interleaved(steps, args.warmup, args.steps, args.device)
     for name in args.profile_kinds if args.profile else ():
         print_top_kernels(name, steps[name], args.profile, args.device)

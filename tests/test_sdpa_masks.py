@@ -48,13 +48,14 @@ def test_compiled_model_without_the_fix_materialises_the_decoder_mask(captioner_
 def test_compiled_loss_and_gradients_equal_eager(captioner_and_batch):
     model, pixels, labels = captioner_and_batch
     model.eval()  # no dropout, so the two runs see the same function
+    params = [p for p in model.parameters() if p.requires_grad]
     try:
         eager = caption_loss(model, pixels, labels)[0]
-        eager_grads = torch.autograd.grad(eager, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+        eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
         torch._dynamo.reset()
         compiled_model = torch.compile(model, backend="aot_eager", dynamic=False)
         compiled = caption_loss(compiled_model, pixels, labels)[0]
-        grads = torch.autograd.grad(compiled, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+        grads = torch.autograd.grad(compiled, params, allow_unused=True)
     finally:
         torch._dynamo.reset()
         model.train()

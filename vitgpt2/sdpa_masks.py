@@ -27,17 +27,19 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 
 def mask_can_be_left_out(
-    padding_mask,
     q_length: int,
     kv_length: int,
+    attention_mask=None,
     q_offset=0,
     local_size: int | None = None,
     allow_is_causal_skip: bool = True,
     allow_is_bidirectional_skip: bool = False,
+    **sdpa_mask_kwargs,
 ) -> bool:
-    """transformers' `_ignore_causal_mask_sdpa` / `_ignore_bidirectional_mask_sdpa` without padding: SDPA's
-    `is_causal` (or no mask at all) then means exactly what the mask would."""
-    if padding_mask is not None or isinstance(q_offset, torch.Tensor):
+    """transformers' `_ignore_causal_mask_sdpa` / `_ignore_bidirectional_mask_sdpa` without a padding mask
+    (`attention_mask`): SDPA's `is_causal` (or no mask at all) then means exactly what the mask would. Takes
+    `sdpa_mask`'s keyword arguments, with its defaults."""
+    if attention_mask is not None or isinstance(q_offset, torch.Tensor):
         return False
     if local_size is not None and kv_length >= local_size:  # sliding or chunked windows need the mask
         return False
@@ -46,35 +48,10 @@ def mask_can_be_left_out(
     return allow_is_causal_skip and (q_length == 1 or kv_length == q_length or q_offset == 0)
 
 
-def sdpa_mask_without_trivial(
-    batch_size: int,
-    q_length: int,
-    kv_length: int,
-    q_offset=0,
-    kv_offset=0,
-    attention_mask=None,
-    local_size: int | None = None,
-    allow_is_causal_skip: bool = True,
-    allow_is_bidirectional_skip: bool = False,
-    **kwargs,
-):
-    """`transformers.masking_utils.sdpa_mask`, returning None for the masks that hold nothing."""
-    if mask_can_be_left_out(
-        attention_mask, q_length, kv_length, q_offset, local_size, allow_is_causal_skip, allow_is_bidirectional_skip
-    ):
-        return None
-    return sdpa_mask(
-        batch_size=batch_size,
-        q_length=q_length,
-        kv_length=kv_length,
-        q_offset=q_offset,
-        kv_offset=kv_offset,
-        attention_mask=attention_mask,
-        local_size=local_size,
-        allow_is_causal_skip=allow_is_causal_skip,
-        allow_is_bidirectional_skip=allow_is_bidirectional_skip,
-        **kwargs,
-    )
+def sdpa_mask_without_trivial(**kwargs):
+    """`transformers.masking_utils.sdpa_mask` (which transformers calls with keywords only), returning None for the
+    masks that hold nothing."""
+    return None if mask_can_be_left_out(**kwargs) else sdpa_mask(**kwargs)
 
 
 def unpacked(position_ids):
@@ -86,13 +63,8 @@ def unpacked(position_ids):
 def fused_sdpa_masks():
     """Within the block, models with `attn_implementation="sdpa"` get no mask where none is needed, compiled or
     not. Only for batches of unpacked sequences, such as caption rows."""
-    previous = ALL_MASK_ATTENTION_FUNCTIONS._local_mapping.get("sdpa")
-    ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] = sdpa_mask_without_trivial
-    try:
-        with mock.patch.object(masking_utils, "find_packed_sequence_indices", unpacked):
-            yield
-    finally:
-        if previous is None:
-            del ALL_MASK_ATTENTION_FUNCTIONS["sdpa"]
-        else:
-            ALL_MASK_ATTENTION_FUNCTIONS["sdpa"] = previous
+    with (
+        mock.patch.dict(ALL_MASK_ATTENTION_FUNCTIONS._local_mapping, sdpa=sdpa_mask_without_trivial),
+        mock.patch.object(masking_utils, "find_packed_sequence_indices", unpacked),
+    ):
+        yield

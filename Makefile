@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/vitgpt2 make-tiny-models --coco_dir $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/models
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		run_captioning.py configs/demo.yaml \
-		--bertscore_model "$$($(BIN)/python -m vitgpt2.offline_models minilm)" --bertscore_num_layers 6
+		--bertscore_model "$$($(BIN)/python -m vitgpt2.offline.models minilm)" --bertscore_num_layers 6
 	$(BIN)/python scripts/demo_captions.py $(DEMO_DIR)/output $(DEMO_DIR)/data
 	$(BIN)/python scripts/constant_caption_baseline.py $(DEMO_DIR)/data
 

@@ -32,22 +32,22 @@ from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
 from vitgpt2.arguments import parse_args
 from vitgpt2.checkpoints import last_complete_checkpoint
-from vitgpt2.collator import CaptioningCollator
+from vitgpt2.data.collator import CaptioningCollator
+from vitgpt2.data.preprocessing import preprocess
+from vitgpt2.data.sources import load_split
+from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
 from vitgpt2.metrics import CaptionScorer
-from vitgpt2.modeling import attention_implementations, configure_special_tokens, load_captioner, pad_vocabulary
-from vitgpt2.pipeline import PipelineCodeCallback
-from vitgpt2.preprocessing import preprocess
-from vitgpt2.publishing import publish
-from vitgpt2.sampling import CaptionGroups, ImagesWithReferences
-from vitgpt2.sources import load_split
-from vitgpt2.trainer import CaptioningTrainer, CaptionMetricsHook
+from vitgpt2.model import attention_implementations, configure_special_tokens, load_captioner, pad_vocabulary
+from vitgpt2.publish.end_of_run import publish
+from vitgpt2.publish.pipeline_code import PipelineCodeCallback
+from vitgpt2.trainer import CaptioningTrainer
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, metrics_args, training_args = parse_args(argv)
-    # vitgpt2 pushes the finished folder itself (vitgpt2.hub): the Trainer's push would upload checkpoints without
+    # vitgpt2 pushes the finished folder itself (vitgpt2.publish.hub): the Trainer's push would upload checkpoints without
     # pipeline code. The token is kept out of training_args, which the Trainer pickles into training_args.bin.
     push, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token, training_args.hub_token = training_args.hub_token, None
@@ -128,19 +128,14 @@ def main(argv: list[str] | None = None) -> dict:
             )
     left_out = {role: len(raw[role]) - len(processed[role]) for role in processed}  # unreadable or uncaptioned
     train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
-    views = {
-        role: ImagesWithReferences(processed[role], raw_images=raw[role])
-        for role in ("eval", "predict")
-        if role in processed
-    }
+    views = {role: ImagesWithReferences(processed[role]) for role in ("eval", "predict") if role in processed}
     eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
 
     # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
     collator = CaptioningCollator(
         image_processor, pad_to=data_args.max_target_length if data_args.pad_to_max_length else None
     )
-    scorer = CaptionScorer.from_args(metrics_args) if training_args.predict_with_generate else None
-    metrics_hook = CaptionMetricsHook(tokenizer, scorer, training_args.output_dir) if scorer is not None else None
+    scorer = CaptionScorer(metrics_args) if training_args.predict_with_generate else None
 
     # Trainer.
     trainer = CaptioningTrainer(
@@ -150,13 +145,13 @@ def main(argv: list[str] | None = None) -> dict:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=collator,
-        metrics_hook=metrics_hook,
+        scorer=scorer,
         callbacks=[PipelineCodeCallback(tokenizer=tokenizer, image_processor=image_processor)],
     )
-    if metrics_hook is not None:
-        metrics_hook.is_main_process = trainer.is_world_process_zero
 
     results = {}
+    # The last scored pass (predict, else eval) gives the model card's samples; `shown` is the split it came from.
+    records, shown = [], None
     # Training.
     if training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
@@ -174,24 +169,38 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Evaluation: one caption per image, scored against all of its references.
     if training_args.do_eval:
-        metrics = trainer.evaluate(metric_key_prefix="eval")
-        metrics["eval_samples"] = len(eval_dataset)
-        metrics["eval_images_left_out"] = left_out["eval"]
+        evaluation = trainer.evaluate_captions(metric_key_prefix="eval")
+        metrics = {**evaluation.metrics, "eval_samples": len(eval_dataset), "eval_images_left_out": left_out["eval"]}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
+        records, shown = evaluation.records, raw["eval"]
 
+    # Prediction: the same scoring on the predict split.
     if training_args.do_predict:
-        prediction = trainer.predict(predict_dataset, metric_key_prefix="predict")
+        prediction = trainer.predict_captions(predict_dataset, metric_key_prefix="predict")
         metrics = {**prediction.metrics, "predict_samples": len(predict_dataset)}
         metrics["predict_images_left_out"] = left_out["predict"]
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
         results.update(metrics)
+        records, shown = prediction.records, raw["predict"]
 
-    # Save tokenizer + image processor with the model, pipeline code, pictures, model card; push if asked.
-    if trainer.is_world_process_zero():
-        publish(trainer, image_processor, model_args, data_args, results, push=push, token=hub_token)
+    # Publishing, only after training (an evaluation-only run leaves the model it read alone): image processor and
+    # pipeline code next to the model, pictures, model card; push if asked.
+    if training_args.do_train and trainer.is_world_process_zero():
+        publish(
+            training_args,
+            model_args,
+            data_args,
+            image_processor=image_processor,
+            results=results,
+            log_history=trainer.state.log_history,
+            records=records,
+            source_images=shown,
+            push=push,
+            token=hub_token,
+        )
     return results
 
 

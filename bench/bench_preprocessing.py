@@ -21,9 +21,9 @@ import datasets
 import numpy as np
 from transformers import ViTImageProcessor
 
-from vitgpt2.preprocessing import preprocess
-from vitgpt2.sources import load_coco
-from vitgpt2.tiny_models import train_byte_level_bpe
+from vitgpt2.data.preprocessing import preprocess
+from vitgpt2.data.sources import load_coco
+from vitgpt2.offline.tiny_models import train_byte_level_bpe
 
 
 def usual_recipe_rows(annotation_file: str, image_dir: str):

@@ -20,7 +20,8 @@ import common
 import numpy as np
 import torch
 
-from vitgpt2.modeling import attention_implementations, caption_loss
+from vitgpt2.loss import caption_loss
+from vitgpt2.model import attention_implementations
 
 TARGET = 2.5
 

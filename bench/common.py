@@ -167,7 +167,7 @@ def build_captioner(tiny: bool = False, attn_implementation: str = "sdpa", seed:
     import transformers
     from transformers import GPT2LMHeadModel, ViTModel
 
-    from vitgpt2.modeling import configure_special_tokens, load_captioner
+    from vitgpt2.model import configure_special_tokens, load_captioner
 
     transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(seed)
@@ -194,7 +194,7 @@ def image_shape(model) -> tuple[int, int, int]:
 def caption_batch(model, images: int, captions_per_image: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random pixels (images, C, H, W) and labels (images, captions_per_image, length): COCO-like caption lengths
     (10-18 tokens), each ending with EOS, padded with -100 as the collator pads them."""
-    from vitgpt2.collator import pad_labels
+    from vitgpt2.data.collator import pad_labels
 
     generator = torch.Generator().manual_seed(seed)
     pixels = torch.randn(images, *image_shape(model), generator=generator)
@@ -215,7 +215,7 @@ def as_pairs(pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 
 def forward_backward(model, pixels, labels, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """`caption_loss` and its gradients: labels (P, 1, L) is the per-pair recipe, (P/K, K, L) encode-once."""
-    from vitgpt2.modeling import caption_loss
+    from vitgpt2.loss import caption_loss
 
     enabled = autocast_dtype is not None
     with torch.autocast(pixels.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):

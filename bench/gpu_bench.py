@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from transformers import ViTImageProcessor
 
-from vitgpt2.collator import CaptioningCollator
-from vitgpt2.modeling import attention_implementations, pad_vocabulary
-from vitgpt2.preprocessing import preprocess
-from vitgpt2.sampling import CaptionGroups
-from vitgpt2.sources import load_coco
-from vitgpt2.tiny_models import train_byte_level_bpe
+from vitgpt2.data.collator import CaptioningCollator
+from vitgpt2.data.preprocessing import preprocess
+from vitgpt2.data.sources import load_coco
+from vitgpt2.data.views import CaptionGroups
+from vitgpt2.model import attention_implementations, pad_vocabulary
+from vitgpt2.offline.tiny_models import train_byte_level_bpe
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 KINDS = {"per-pair": "per pair", "encode-once": "encode-once"}  # option value: name in the tables

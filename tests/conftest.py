@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def synthetic_coco(tmp_path_factory) -> str:
     """40 training and 12 validation synthetic images (5 captions each) in the COCO 2017 layout."""
-    from vitgpt2.synthetic import write_synthetic_coco
+    from vitgpt2.offline.synthetic import write_synthetic_coco
 
     return write_synthetic_coco(str(tmp_path_factory.mktemp("coco")), num_train=40, num_val=12, image_size=48, seed=1)
 
@@ -20,16 +20,30 @@ def synthetic_coco(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory, synthetic_coco) -> tuple[str, str]:
     """(encoder folder, decoder folder): a 32 px ViT and a GPT-2 with a BPE trained on the captions."""
-    from vitgpt2.synthetic import all_captions
-    from vitgpt2.tiny_models import write_tiny_models
+    from vitgpt2.offline.synthetic import all_captions
+    from vitgpt2.offline.tiny_models import write_tiny_models
 
     root = str(tmp_path_factory.mktemp("models"))
     return write_tiny_models(root, all_captions(synthetic_coco), image_size=32, hidden_size=64, num_layers=2)
 
 
 @pytest.fixture(scope="session")
+def captioner(tiny_models):
+    """(model, tokenizer): the tiny encoder and decoder joined, special tokens set. Copy the model to change it."""
+    from transformers import AutoTokenizer
+
+    from vitgpt2.model import configure_special_tokens, load_captioner
+
+    encoder, decoder = tiny_models
+    tokenizer = AutoTokenizer.from_pretrained(decoder)
+    model = load_captioner(encoder=encoder, decoder=decoder)
+    configure_special_tokens(model, tokenizer, max_length=12, num_beams=2)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
 def minilm() -> str:
-    from vitgpt2.offline_models import minilm_path
+    from vitgpt2.offline.models import minilm_path
 
     return minilm_path()
 
@@ -65,11 +79,13 @@ def cached_split():
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    """Replaces the Hub calls: records them, and copies what `upload_folder` would send to `hub.uploaded`."""
+    """Replaces the Hub calls: records them, and copies the files `upload_folder` would send (those its
+    `allow_patterns` select, as huggingface_hub selects them) to `hub.uploaded`."""
     import shutil
     from types import SimpleNamespace
 
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
 
     calls = SimpleNamespace(create_repo=[], upload_folder=[], uploaded=tmp_path / "uploaded")
 
@@ -79,7 +95,13 @@ def hub(monkeypatch, tmp_path):
 
     def upload_folder(self, **kwargs):
         calls.upload_folder.append(kwargs)
-        shutil.copytree(kwargs["folder_path"], calls.uploaded)
+        root = kwargs["folder_path"]
+        names = [
+            os.path.relpath(os.path.join(folder, name), root) for folder, _, files in os.walk(root) for name in files
+        ]
+        for name in filter_repo_objects(names, allow_patterns=kwargs.get("allow_patterns")):
+            os.makedirs(os.path.dirname(calls.uploaded / name), exist_ok=True)
+            shutil.copy2(os.path.join(root, name), calls.uploaded / name)
         return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0")
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
@@ -96,8 +118,8 @@ def _save_tiny_captioner(folder, image_size: int = 32) -> str:
     import torch
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    from vitgpt2.modeling import configure_special_tokens, load_captioner
-    from vitgpt2.tiny_models import write_tiny_models
+    from vitgpt2.model import configure_special_tokens, load_captioner
+    from vitgpt2.offline.tiny_models import write_tiny_models
 
     captions = ["a red circle on the left", "two blue squares at the top", "three green triangles near the bottom"]
     sizes = {"image_size": image_size, "hidden_size": 64, "num_layers": 2, "vocab_size": 300}
@@ -130,7 +152,7 @@ def tiny_captioner_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_captioner_pipe(tiny_captioner_dir):
-    from vitgpt2.pipeline import captioning_pipeline
+    from vitgpt2.inference import captioning_pipeline
 
     return captioning_pipeline(tiny_captioner_dir, device="cpu")
 

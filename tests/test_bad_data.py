@@ -15,9 +15,9 @@ from datasets import Dataset
 from transformers import AutoImageProcessor, AutoTokenizer
 
 import run_captioning
-from vitgpt2.images import ImageLoadError, load_rgb
-from vitgpt2.preprocessing import BadImageError, preprocess
-from vitgpt2.sources import FEATURES, DataSourceError, load_coco, load_karpathy, to_image_rows
+from vitgpt2.data.preprocessing import BadImageError, preprocess
+from vitgpt2.data.sources import FEATURES, DataSourceError, load_coco, load_karpathy, to_image_rows
+from vitgpt2.remote_code.images import ImageLoadError, load_rgb
 
 SKIP_HINT = "--bad_images skip"
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import run_captioning
 from vitgpt2.arguments import CaptioningTrainingArguments
 from vitgpt2.checkpoints import is_complete, last_complete_checkpoint, load_model_weights
-from vitgpt2.modeling import load_captioner, pad_vocabulary
+from vitgpt2.model import load_captioner, pad_vocabulary
 from vitgpt2.trainer import CaptioningTrainer
 
 STATE = json.dumps({"global_step": 1, "log_history": []})

@@ -13,10 +13,10 @@ from safetensors.torch import load_file
 from transformers import VisionEncoderDecoderModel
 
 import run_captioning
-from vitgpt2.modeling import load_captioner
-from vitgpt2.pipeline import captioning_pipeline
-from vitgpt2.synthetic import COLOURS, SIDES, all_captions, write_synthetic_coco
-from vitgpt2.tiny_models import write_tiny_models
+from vitgpt2.inference import captioning_pipeline
+from vitgpt2.model import load_captioner
+from vitgpt2.offline.synthetic import COLOURS, SIDES, all_captions, write_synthetic_coco
+from vitgpt2.offline.tiny_models import write_tiny_models
 
 REQUIRED_EVAL_KEYS = {
     "eval_loss",

@@ -8,9 +8,9 @@ import pytest
 from datasets import Dataset
 
 import run_captioning
-from vitgpt2 import modeling
 from vitgpt2.arguments import ModelArguments, parse_args
-from vitgpt2.sources import DataSourceError, load_coco, load_karpathy, safe_join, to_image_rows
+from vitgpt2.data.sources import DataSourceError, load_coco, load_karpathy, safe_join, to_image_rows
+from vitgpt2.model import load_captioner
 
 # --- trust_remote_code ----------------------------------------------------------------------------------
 
@@ -35,7 +35,7 @@ def test_load_captioner_refuses_custom_code_by_default(remote_code_model, tiny_m
     folder, marker = remote_code_model
     encoder, _ = tiny_models
     with pytest.raises(ValueError, match="trust_remote_code"):
-        modeling.load_captioner(encoder=encoder, decoder=folder)
+        load_captioner(encoder=encoder, decoder=folder)
     assert not os.path.exists(marker)
 
 

@@ -4,9 +4,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, masking_utils
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, causal_mask_function, sdpa_mask
+from transformers.models.vision_encoder_decoder.modeling_vision_encoder_decoder import shift_tokens_right
 
-from vitgpt2.collator import pad_labels
-from vitgpt2.modeling import caption_loss, configure_special_tokens, load_captioner, shift_right
+from vitgpt2.data.collator import pad_labels
+from vitgpt2.loss import caption_loss
+from vitgpt2.model import configure_special_tokens, load_captioner
 from vitgpt2.sdpa_masks import fused_sdpa_masks, sdpa_mask_without_trivial
 
 
@@ -37,7 +39,7 @@ def test_compiled_model_without_the_fix_materialises_the_decoder_mask(captioner_
     model, pixels, labels = captioner_and_batch
     flat = labels.reshape(-1, labels.shape[-1])
     config = model.config
-    decoder_input_ids = shift_right(flat, config.decoder_start_token_id, config.pad_token_id)
+    decoder_input_ids = shift_tokens_right(flat, config.pad_token_id, config.decoder_start_token_id)
 
     backend, masks = sdpa_masks_compiled
     compiled = torch.compile(model, backend=backend, dynamic=False)

@@ -5,8 +5,8 @@ import pytest
 from transformers import AutoTokenizer
 from transformers.trainer_utils import EvalPrediction
 
-from vitgpt2.sampling import ImagesWithReferences
-from vitgpt2.trainer import CaptionMetricsHook
+from vitgpt2.data.views import ImagesWithReferences
+from vitgpt2.trainer import CaptionMetricsHook, write_records
 
 
 class RecordingScorer:
@@ -37,21 +37,22 @@ def test_each_prediction_is_scored_against_all_references_of_its_own_image(view,
     # gathered out of order, as several processes would: rows 1, 2, 0 of the dataset
     labels = np.array([[1], [2], [0]])
     scorer = RecordingScorer()
-    hook = CaptionMetricsHook(tokenizer, scorer, output_dir=str(tmp_path))
-    hook.bind(view, "eval")
+    hook = CaptionMetricsHook(tokenizer, scorer)
+    hook.view = view
     metrics = hook(EvalPrediction(predictions=padded, label_ids=labels))
     predictions, references = scorer.calls[0]
     assert predictions == texts
     assert references == [view.dataset[1]["captions"], view.dataset[2]["captions"], view.dataset[0]["captions"]]
     assert metrics["hits"] == 100.0
     assert metrics["gen_len"] == pytest.approx(np.mean([len(tokenizer(t)["input_ids"]) for t in texts]))
-    records = [json.loads(line) for line in open(tmp_path / "eval_predictions.jsonl")]
+    write_records(hook.records, str(tmp_path / "eval_predictions.jsonl"))
+    records = [json.loads(line) for line in open(tmp_path / "eval_predictions.jsonl", encoding="utf-8")]
     assert [r["image_id"] for r in records] == ["20", "30", "10"]
     assert records[0]["references"] == ["two blue squares", "blue squares", "2 squares"]
     assert records[0]["prediction"] == "blue squares" and records[0]["scores"] == {"hits": 1.0}
 
 
-def test_unbound_hook_refuses_to_guess(tiny_models):
+def test_hook_without_a_view_refuses_to_guess(tiny_models):
     hook = CaptionMetricsHook(AutoTokenizer.from_pretrained(tiny_models[1]), RecordingScorer())
-    with pytest.raises(RuntimeError, match="bind"):
+    with pytest.raises(RuntimeError, match="ImagesWithReferences"):
         hook(EvalPrediction(predictions=np.zeros((1, 2), int), label_ids=np.zeros((1, 1), int)))

@@ -6,14 +6,17 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import Literal
 
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
-from .metrics import MetricsArguments
-from .preprocessing import BAD_IMAGE_POLICIES
+from .data.preprocessing import BadImagePolicy
+from .data.views import check_captions_per_image
+from .metrics.arguments import MetricsArguments
 
-ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+# Literal types become the parser's choices, so a wrong value is refused with the allowed ones listed.
+AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 
 
 @dataclass
@@ -38,9 +41,8 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow running model code from the Hub. Off unless you trust the repo."}
     )
-    attn_implementation: str = field(
-        default="sdpa",
-        metadata={"help": "Attention kernel for encoder and decoder.", "choices": ATTENTION_IMPLEMENTATIONS},
+    attn_implementation: AttentionImplementation = field(
+        default="sdpa", metadata={"help": "Attention kernel for encoder and decoder."}
     )
     pad_vocab_to_multiple_of: int = field(
         default=64,
@@ -54,10 +56,6 @@ class ModelArguments:
     def __post_init__(self):
         if self.pad_vocab_to_multiple_of < 1:
             raise ValueError(f"--pad_vocab_to_multiple_of must be 1 or more, not {self.pad_vocab_to_multiple_of}")
-        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f"--attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, not {self.attn_implementation!r}"
-            )
 
     def hub_kwargs(self) -> dict:
         return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}
@@ -111,12 +109,11 @@ class DataArguments:
         default=None, metadata={"help": "Processes decoding and resizing images in datasets.map."}
     )
     overwrite_cache: bool = field(default=False, metadata={"help": "Recompute the preprocessed (cached) datasets."})
-    bad_images: str = field(
+    bad_images: BadImagePolicy = field(
         default="error",
         metadata={
             "help": "What to do with unreadable images: 'error' stops before training and names the file; "
-            "'skip' leaves them out and logs the count.",
-            "choices": BAD_IMAGE_POLICIES,
+            "'skip' leaves them out and logs the count."
         },
     )
     captions_per_image: int = field(
@@ -139,10 +136,7 @@ class DataArguments:
             raise ValueError(f"give exactly one data source of {list(sources)}; got {given or 'none'}")
         if self.karpathy_split_file is not None and self.coco_dir is None:
             raise ValueError("--karpathy_split_file needs --coco_dir, the folder holding the COCO 2014 images")
-        if self.bad_images not in BAD_IMAGE_POLICIES:
-            raise ValueError(f"--bad_images must be one of {BAD_IMAGE_POLICIES}, not {self.bad_images!r}")
-        if self.captions_per_image < 1:
-            raise ValueError(f"--captions_per_image must be at least 1, not {self.captions_per_image}")
+        check_captions_per_image(self.captions_per_image)
         if self.max_target_length < 2:
             raise ValueError(f"--max_target_length must leave room for a token and EOS, not {self.max_target_length}")
 

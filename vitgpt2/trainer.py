@@ -4,50 +4,56 @@ scores each caption against ALL of that image's references."""
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import Seq2SeqTrainer
 
 from .checkpoints import load_model_weights
-from .modeling import IGNORE_INDEX, caption_loss, per_image_loss
-from .sampling import ImagesWithReferences
+from .data.views import ImagesWithReferences
+from .loss import IGNORE_INDEX, caption_loss, per_image_loss
+from .remote_code.text import decode_captions
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass
+class CaptionEvaluation:
+    """What one evaluation (or prediction) pass gives: the metrics, and per image its caption, references and scores."""
+
+    metrics: dict[str, float]
+    records: list[dict] = field(default_factory=list)
+
+
 class CaptionMetricsHook:
     """The `compute_metrics` hook. Evaluation batches return each image's row index as their "labels", so
-    the hook looks up all references of every generated caption, whatever the order or number of processes."""
+    the hook looks up all references of every generated caption, whatever the order or number of processes.
 
-    def __init__(self, tokenizer, scorer, output_dir: str | None = None, is_main_process=lambda: True):
+    The Trainer passes only metrics back from `compute_metrics`, so the per-image records of the call wait in
+    `records` until `CaptioningTrainer` takes them."""
+
+    def __init__(self, tokenizer, scorer):
         self.tokenizer = tokenizer
         self.scorer = scorer
-        self.output_dir = output_dir
-        self.is_main_process = is_main_process
         self.view: ImagesWithReferences | None = None
-        self.prefix = "eval"
-        self.last_records: list[dict] = []
-
-    def bind(self, view: ImagesWithReferences, prefix: str) -> None:
-        self.view, self.prefix = view, prefix
+        self.records: list[dict] = []
 
     def decode(self, token_ids: np.ndarray) -> tuple[list[str], float]:
         token_ids = np.where(token_ids == IGNORE_INDEX, self.tokenizer.pad_token_id, token_ids)
         special = set(self.tokenizer.all_special_ids)
         lengths = [sum(1 for token in row if token not in special) for row in token_ids.tolist()]
-        texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
-        return [" ".join(text.split()) for text in texts], float(np.mean(lengths)) if lengths else 0.0
+        return decode_captions(self.tokenizer, token_ids), float(np.mean(lengths)) if lengths else 0.0
 
     def __call__(self, eval_prediction) -> dict[str, float]:
         if self.view is None:
-            raise RuntimeError("CaptionMetricsHook.bind(view, prefix) must be called before evaluation")
+            raise RuntimeError("evaluation needs an ImagesWithReferences view (one item per image)")
         predictions, gen_len = self.decode(np.asarray(eval_prediction.predictions))
         indices = np.asarray(eval_prediction.label_ids).reshape(len(predictions), -1)[:, 0]
         rows = self.view.metadata(indices)
         references = [row["captions"] for row in rows]
         scores, per_image = self.scorer.score(predictions, references, return_per_image=True)
-        self.last_records = [
+        self.records = [
             {
                 "image_index": int(index),
                 "image_id": row["image_id"],
@@ -58,21 +64,24 @@ class CaptionMetricsHook:
             }
             for index, row, prediction, image_scores in zip(indices, rows, predictions, per_image)
         ]
-        if self.output_dir and self.is_main_process():
-            self.write_records(os.path.join(self.output_dir, f"{self.prefix}_predictions.jsonl"))
         return {**scores, "gen_len": gen_len}
 
-    def write_records(self, path: str) -> None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "w") as f:
-            for record in self.last_records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+def write_records(records: list[dict], path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 class CaptioningTrainer(Seq2SeqTrainer):
-    def __init__(self, *args, metrics_hook: CaptionMetricsHook | None = None, **kwargs):
-        super().__init__(*args, compute_metrics=metrics_hook, **kwargs)
-        self.metrics_hook = metrics_hook
+    """With a `scorer` (a `vitgpt2.metrics.CaptionScorer`), evaluation generates one caption per image, scores it
+    against all of the image's references and writes `<prefix>_predictions.jsonl` to the output folder."""
+
+    def __init__(self, *args, scorer=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.metrics_hook = CaptionMetricsHook(self.processing_class, scorer) if scorer is not None else None
+        self.compute_metrics = self.metrics_hook
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # --label_smoothing_factor applies here (the Trainer's own label smoother never sees these losses);
@@ -116,18 +125,45 @@ class CaptioningTrainer(Seq2SeqTrainer):
         )
         return loss, generated, image_index.to(generated.device)[:, None]
 
-    def _bind(self, dataset, prefix: str) -> None:
-        if self.metrics_hook is not None and isinstance(dataset, ImagesWithReferences):
-            self.metrics_hook.bind(dataset, prefix)
+    def _scored(self, run, dataset, prefix: str):
+        """(what `run` returns, the per-image records it scored): `run` is the Trainer's `evaluate` or `predict` over
+        `dataset`. The records are also written (main process) to `<prefix>_predictions.jsonl`."""
+        hook = self.metrics_hook
+        if hook is None:
+            return run(), []
+        hook.view = dataset if isinstance(dataset, ImagesWithReferences) else None
+        hook.records = []
+        result = run()
+        records, hook.records = hook.records, []
+        if records and self.is_world_process_zero():
+            write_records(records, os.path.join(self.args.output_dir, f"{prefix}_predictions.jsonl"))
+        return result, records
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
-        self._bind(eval_dataset if eval_dataset is not None else self.eval_dataset, metric_key_prefix)
-        return super().evaluate(
-            eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
-        )
+        return self.evaluate_captions(eval_dataset, ignore_keys, metric_key_prefix, **gen_kwargs).metrics
 
     def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test", **gen_kwargs):
-        self._bind(test_dataset, metric_key_prefix)
-        return super().predict(
+        return self._predict_scored(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)[0]
+
+    def evaluate_captions(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs
+    ) -> CaptionEvaluation:
+        """`evaluate`, returning the per-image records with the metrics."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        run = lambda: super(CaptioningTrainer, self).evaluate(  # noqa: E731
+            eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
+        )
+        return CaptionEvaluation(*self._scored(run, dataset, metric_key_prefix))
+
+    def predict_captions(
+        self, test_dataset, ignore_keys=None, metric_key_prefix="predict", **gen_kwargs
+    ) -> CaptionEvaluation:
+        """`predict`, returning the metrics and the per-image records (captions, references, scores)."""
+        output, records = self._predict_scored(test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs)
+        return CaptionEvaluation(output.metrics, records)
+
+    def _predict_scored(self, test_dataset, ignore_keys, metric_key_prefix, **gen_kwargs):
+        run = lambda: super(CaptioningTrainer, self).predict(  # noqa: E731
             test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs
         )
+        return self._scored(run, test_dataset, metric_key_prefix)

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from ..images import ImageLoadError
+from ..remote_code.images import ImageLoadError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # What a bad input raises inside the pipeline: an undecodable file, or a URL or file that cannot be read.
@@ -103,7 +103,7 @@ def format_line(image: str, caption: str, as_json: bool) -> str:
 
 
 def run(args) -> int:
-    from ..pipeline import captioning_pipeline  # imported here so that `vitgpt2 --help` stays fast
+    from ..inference import captioning_pipeline  # imported here so that `vitgpt2 --help` stays fast
 
     images, problems = expand_inputs(args.images)
     for problem in problems:

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vitgpt2.synthetic import write_synthetic_coco
+    from vitgpt2.offline.synthetic import write_synthetic_coco
 
     write_synthetic_coco(args.output_dir, args.num_train, args.num_val, args.image_size, args.seed)
     print(f"wrote {args.num_train} training and {args.num_val} validation images to {args.output_dir}")

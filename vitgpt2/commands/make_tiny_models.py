@@ -17,8 +17,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from vitgpt2.synthetic import all_captions
-    from vitgpt2.tiny_models import write_tiny_models
+    from vitgpt2.offline.synthetic import all_captions
+    from vitgpt2.offline.tiny_models import write_tiny_models
 
     encoder, decoder = write_tiny_models(
         args.output_dir,

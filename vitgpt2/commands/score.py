@@ -12,8 +12,8 @@ import dataclasses
 import json
 import logging
 import sys
-import types
-import typing
+
+from transformers import HfArgumentParser
 
 from vitgpt2.metrics import CaptionScorer, MetricsArguments
 
@@ -26,15 +26,9 @@ def register(subparsers) -> None:
         help="Score captions in a JSONL file (prediction + references per line).",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[HfArgumentParser(MetricsArguments, add_help=False)],  # the metrics options of run_captioning.py
     )
     parser.add_argument("file", help="JSONL file: one image per line with 'prediction' and 'references'.")
-    for metrics_field in dataclasses.fields(MetricsArguments):
-        parser.add_argument(
-            f"--{metrics_field.name}",
-            type=_argparse_type(metrics_field.type),
-            default=metrics_field.default,
-            help=metrics_field.metadata["help"],
-        )
     parser.add_argument("--device", default=None, help="Device for BERTScore (default: cuda if available, else cpu).")
     parser.add_argument("--output", default=None, help="Optional JSONL file to write per-image scores to.")
     parser.set_defaults(func=run)
@@ -48,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             **{f.name: getattr(args, f.name) for f in dataclasses.fields(MetricsArguments)}
         )
         rows = read_jsonl(args.file)
-        scorer = CaptionScorer.from_args(metrics_args, device=args.device)
+        scorer = CaptionScorer(metrics_args, device=args.device)
         corpus, per_image = scorer.score(
             [row["prediction"] for row in rows], [row["references"] for row in rows], return_per_image=True
         )
@@ -97,18 +91,3 @@ def write_per_image(path: str, rows: list[dict], per_image: list[dict]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row, scores in zip(rows, per_image):
             f.write(json.dumps({**row, **scores}, ensure_ascii=False) + "\n")
-
-
-def _argparse_type(hint):
-    """`int | None` -> int, `bool | None` -> a yes/no parser: argparse types for MetricsArguments' hints."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
-    return _str_to_bool if hint is bool else hint
-
-
-def _str_to_bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "y"):
-        return True
-    if value.lower() in ("0", "false", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")

@@ -1,0 +1,97 @@
+import numpy as np
+import PIL.Image
+import pytest
+from datasets import Dataset
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from vitgpt2.data.preprocessing import BadImageError, preprocess, tokenize_captions
+from vitgpt2.data.sources import FEATURES, load_coco
+
+
+@pytest.fixture(scope="module")
+def processors(tiny_models):
+    encoder, decoder = tiny_models
+    return AutoImageProcessor.from_pretrained(encoder), AutoTokenizer.from_pretrained(decoder)
+
+
+def test_images_are_cached_as_uint8_at_the_encoder_size(synthetic_coco, processors, tmp_path):
+    image_processor, tokenizer = processors
+    rows = load_coco(synthetic_coco, "validation", cache_dir=str(tmp_path))
+    processed = preprocess(rows, image_processor, tokenizer, max_target_length=32)
+    assert len(processed) == 12
+    assert processed.features["pixel_values"].dtype == "uint8"
+    assert processed.features["pixel_values"].shape == (3, 32, 32)
+    assert "image" not in processed.column_names
+    first = processed.with_format("arrow")[0]["pixel_values"].combine_chunks().to_numpy(zero_copy_only=False)[0]
+    assert first.dtype == np.uint8 and first.shape == (3, 32, 32)
+    # the cached bytes per image are uint8: a quarter of what float32 pixel_values would take
+    assert processed.data.nbytes / len(processed) < 3 * 32 * 32 * 4 / 2
+
+
+def test_second_run_reuses_the_cache(synthetic_coco, processors, tmp_path):
+    image_processor, tokenizer = processors
+    rows = load_coco(synthetic_coco, "validation", cache_dir=str(tmp_path))
+    first = preprocess(rows, image_processor, tokenizer)
+    again = preprocess(rows, image_processor, tokenizer)
+    assert first.cache_files and first._fingerprint == again._fingerprint
+    assert first.cache_files[0]["filename"] == again.cache_files[0]["filename"]
+
+
+def test_every_caption_ends_with_eos_even_when_truncated(processors):
+    _, tokenizer = processors
+    eos = tokenizer.eos_token_id
+    long_caption = " ".join(["red circle"] * 1000)
+    ids = tokenize_captions(tokenizer, ["a red circle", long_caption], max_target_length=16)
+    assert all(caption[-1] == eos for caption in ids)
+    assert len(ids[1]) == 16 and eos not in ids[0][:-1]
+
+
+def _rows(images, captions):
+    return Dataset.from_dict(
+        {
+            "image": images,
+            "captions": captions,
+            "image_id": [str(i) for i in range(len(images))],
+            "file_name": [f"{i}.jpg" for i in range(len(images))],
+        },
+        features=FEATURES,
+    )
+
+
+def test_bad_images_stop_before_training_naming_the_file(processors, tmp_path):
+    image_processor, tokenizer = processors
+    good = tmp_path / "good.jpg"
+    PIL.Image.new("RGB", (40, 40)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    rows = _rows([str(good), str(broken)], [["a"], ["b"]])
+    with pytest.raises(BadImageError, match=r"image 1 \(1.jpg\).*--bad_images skip"):
+        preprocess(rows, image_processor, tokenizer)
+
+
+def test_skip_policy_counts_and_leaves_out_bad_images_and_images_without_captions(processors, tmp_path, caplog):
+    image_processor, tokenizer = processors
+    good = tmp_path / "good.png"
+    PIL.Image.new("RGBA", (40, 40)).save(good)
+    rows = _rows([str(good), str(tmp_path / "missing.jpg"), str(good)], [["a"], ["b"], []])
+    processed = preprocess(rows, image_processor, tokenizer, bad_images="skip")
+    assert processed["image_id"] == ["0"]
+    assert "left out 2 of 3 images" in caplog.text
+
+
+def test_unknown_policy_lists_the_choices(processors):
+    image_processor, tokenizer = processors
+    with pytest.raises(ValueError, match="error.*skip"):
+        preprocess(_rows([], []), image_processor, tokenizer, bad_images="ignore")
+
+
+def test_every_bad_image_is_named_at_once_then_skip_leaves_them_out(processors, tmp_path):
+    image_processor, tokenizer = processors
+    good = tmp_path / "good.jpg"
+    PIL.Image.new("RGB", (40, 40)).save(good)
+    paths = [str(good), str(tmp_path / "gone.jpg"), str(good), str(tmp_path / "lost.jpg")]
+    rows = _rows(paths, [["a"], ["b"], ["c"], ["d"]])
+    with pytest.raises(BadImageError, match=r"2 of 4 images cannot be used: image 1 \(1.jpg\).*image 3 \(3.jpg\)"):
+        preprocess(rows, image_processor, tokenizer)
+    kept = preprocess(rows, image_processor, tokenizer, bad_images="skip")
+    assert kept["image_id"] == ["0", "2"]

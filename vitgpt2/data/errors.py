@@ -1,0 +1,11 @@
+"""What goes wrong with a user's data, as messages that name the file, column or row and the fix."""
+
+from ..remote_code.images import ImageLoadError
+
+
+class DataSourceError(ValueError):
+    """The data source cannot be read as asked."""
+
+
+class BadImageError(ImageLoadError):
+    """An image that cannot be used, found before training starts."""

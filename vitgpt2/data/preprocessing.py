@@ -1,0 +1,138 @@
+"""`datasets.map` preprocessing: each image decoded and resized ONCE to uint8 at the encoder's size, each
+caption tokenised and ended with EOS. Cached on disk by fingerprint, so a second run starts at once.
+
+uint8 is a quarter of float32 `pixel_values`, and one row per image stores the pixels once rather than once per
+caption (sizes measured by bench/bench_preprocessing.py).
+"""
+
+import logging
+import typing
+from typing import Literal
+
+import numpy as np
+from datasets import Array3D, Dataset, Features, Sequence, Value
+
+from ..remote_code.images import ImageLoadError, encoder_resample, encoder_size, load_rgb, resize_to_uint8
+from .errors import BadImageError, DataSourceError
+
+logger = logging.getLogger(__name__)
+
+BadImagePolicy = Literal["error", "skip"]
+# Why a row is left out, in the cached `problem` column ("" for a usable row); the `reason` column says more.
+NO_CAPTIONS = "no captions"
+UNREADABLE = "unreadable"
+
+
+def tokenize_captions(tokenizer, captions: list[str], max_target_length: int) -> list[list[int]]:
+    """Token ids of each caption, truncated to leave room for EOS, then EOS, which teaches the model to stop."""
+    if not captions:
+        return []
+    ids = tokenizer(captions, add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
+    return [caption + [tokenizer.eos_token_id] for caption in ids]
+
+
+def _decode(image, size, resample) -> tuple[np.ndarray | None, str]:
+    """(uint8 pixels, "") or (None, why the image cannot be read)."""
+    try:
+        return resize_to_uint8(load_rgb(image, size), size, resample), ""
+    except (ImageLoadError, OSError, ValueError) as error:
+        return None, str(error)
+
+
+def _encode_batch(batch, size, resample, tokenizer, max_target_length):
+    # Never raises for a bad image: every problem of the split is found in one pass (and the pass is cached),
+    # then `preprocess` applies the --bad_images policy to all of them at once.
+    pixels, caption_ids, problems, reasons = [], [], [], []
+    for image, captions in zip(batch["image"], batch["captions"]):
+        array, error = _decode(image, size, resample)
+        pixels.append(array if array is not None else np.zeros((3, *size), dtype=np.uint8))
+        problems.append(UNREADABLE if error else ("" if captions else NO_CAPTIONS))
+        reasons.append(error)
+        caption_ids.append(tokenize_captions(tokenizer, captions, max_target_length))
+    return {"pixel_values": pixels, "caption_ids": caption_ids, "problem": problems, "reason": reasons}
+
+
+def _unreadable_error(
+    rows: Dataset, problems: np.ndarray, unreadable: np.ndarray, desc: str, shown: int = 5
+) -> BadImageError:
+    named = [
+        f"image {row['image_id']} ({row['file_name']}) cannot be used: {row['reason']}"
+        for row in rows.select(unreadable[:shown])
+    ]
+    more = f"; and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
+    return BadImageError(
+        f"{desc}: {len(unreadable)} of {len(problems)} images cannot be used: "
+        + "; ".join(named)
+        + more
+        + ". Fix or remove these files, or pass --bad_images skip to leave them out (they are counted and logged)."
+    )
+
+
+def _left_out_summary(encoded: Dataset, problems: np.ndarray, unreadable: np.ndarray, desc: str) -> str:
+    """One line: how many images were left out and why, naming the first unreadable one."""
+    summary = (
+        f"{desc}: left out {int((problems != '').sum())} of {len(problems)} images "
+        f"({len(unreadable)} unreadable, {int((problems == NO_CAPTIONS).sum())} without captions)"
+    )
+    if len(unreadable):
+        first = encoded[int(unreadable[0])]
+        summary += f"; first: image {first['image_id']} ({first['file_name']}) {UNREADABLE}: {first['reason']}"
+    return summary
+
+
+def preprocess(
+    dataset: Dataset,
+    image_processor,
+    tokenizer,
+    max_target_length: int = 64,
+    num_proc: int | None = None,
+    load_from_cache_file: bool = True,
+    bad_images: BadImagePolicy = "error",
+    desc: str = "preprocessing",
+) -> Dataset:
+    """Rows {image, captions, image_id, file_name} -> {pixel_values (uint8 C,H,W), caption_ids, captions,
+    image_id, file_name}; images that cannot be decoded or have no caption are counted and left out."""
+    if bad_images not in typing.get_args(BadImagePolicy):
+        raise ValueError(f"bad_images must be one of {typing.get_args(BadImagePolicy)}, not {bad_images!r}")
+    if len(dataset) == 0:
+        raise DataSourceError(f"{desc}: the dataset has no images; check the data source and its split")
+    size = encoder_size(image_processor)
+    features = Features(
+        {
+            "pixel_values": Array3D(shape=(3, *size), dtype="uint8"),
+            "caption_ids": Sequence(Sequence(Value("int32"))),
+            "captions": Sequence(Value("string")),
+            "image_id": Value("string"),
+            "file_name": Value("string"),
+            "problem": Value("string"),
+            "reason": Value("string"),
+        }
+    )
+    encoded = dataset.map(
+        _encode_batch,
+        batched=True,
+        batch_size=64,
+        fn_kwargs={
+            "size": size,
+            "resample": int(encoder_resample(image_processor)),
+            "tokenizer": tokenizer,
+            "max_target_length": max_target_length,
+        },
+        remove_columns=["image"],
+        features=features,
+        num_proc=num_proc,
+        load_from_cache_file=load_from_cache_file,
+        desc=desc,
+    )
+    problems = np.asarray(encoded["problem"], dtype=object)
+    if (problems == "").all():
+        return encoded.remove_columns(["problem", "reason"])
+    rows = encoded.select_columns(["image_id", "file_name", "reason"])
+    unreadable = np.flatnonzero(problems == UNREADABLE)
+    if bad_images == "error" and len(unreadable):
+        raise _unreadable_error(rows, problems, unreadable, desc)
+    summary = _left_out_summary(rows, problems, unreadable, desc)
+    if (problems != "").all():
+        raise BadImageError(f"no usable image: {summary}. Check the image folder and the captions file.")
+    logger.warning(summary)
+    return encoded.select(np.flatnonzero(problems == "")).remove_columns(["problem", "reason"])

@@ -1,0 +1,277 @@
+"""Every data source reaches one form: one row per IMAGE with all of its captions.
+
+Columns: `image` (a `datasets.Image(decode=False)` value: a path or the encoded bytes, decoded later, once,
+at the encoder's size), `captions` (list of str), `image_id` (str) and `file_name` (str).
+Sources: a COCO 2017 folder, a Karpathy split json over COCO 2014 images, a Hub dataset, an `imagefolder`.
+"""
+
+import logging
+import os
+import urllib.parse
+from collections import Counter, OrderedDict
+
+import datasets
+from datasets import Dataset, Features, Image, Sequence, Value
+from datasets.exceptions import DatasetGenerationError
+
+from .coco_json import captions_file, entries, read_captions_file, read_json
+from .errors import DataSourceError
+
+logger = logging.getLogger(__name__)
+
+FEATURES = Features(
+    {
+        "image": Image(decode=False),
+        "captions": Sequence(Value("string")),
+        "image_id": Value("string"),
+        "file_name": Value("string"),
+    }
+)
+COCO_SPLITS = {"train": "train2017", "validation": "val2017"}
+
+
+def clean_captions(captions) -> list[str]:
+    """Strips captions and drops empty or whitespace-only ones (COCO has a few stray spaces and newlines)."""
+    if isinstance(captions, str):
+        captions = [captions]
+    return [" ".join(str(caption).split()) for caption in captions or [] if caption and str(caption).strip()]
+
+
+def safe_join(root: str, relative: str) -> str:
+    """`root/relative`, refusing file names that leave `root` (absolute paths, `..`).
+
+    The check is on the name, which comes from the dataset; links are the user's own filesystem and are
+    followed (COCO folders whose train2014/ is a link to another disk are common).
+    """
+    root_abs = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(root_abs, relative))
+    if os.path.commonpath([root_abs, path]) != root_abs:
+        raise DataSourceError(f"image path {relative!r} points outside its image root {root!r}")
+    return path
+
+
+def local_image_path(image_root: str, name: str) -> str:
+    """Where a dataset's file name or image URL lies under `image_root`.
+
+    URL-only datasets (e.g. `http://images.cocodataset.org/train2017/000000391895.jpg`) point at files the user
+    downloaded: the longest tail of the URL path that exists under the root wins (`train2017/0003...jpg`, then
+    `0003...jpg`), so both a mirrored layout and a flat folder work. Without a match, the full tail is returned and
+    preprocessing reports the missing file.
+    """
+    parsed = urllib.parse.urlparse(name)
+    if parsed.scheme not in ("http", "https"):
+        return safe_join(image_root, name)
+    parts = [part for part in urllib.parse.unquote(parsed.path).split("/") if part]
+    if not parts:
+        raise DataSourceError(f"image URL {name!r} names no file")
+    candidates = [safe_join(image_root, "/".join(parts[start:])) for start in range(len(parts))]
+    return next((path for path in candidates if os.path.isfile(path)), candidates[0])
+
+
+def _warn_count(count: int, message: str, examples) -> None:
+    if count:
+        logger.warning("%d %s (e.g. %s)", count, message, ", ".join(map(str, list(examples)[:3])))
+
+
+def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
+    """Rows of one COCO captions json. `mtime` is unused here but part of the cache fingerprint.
+
+    Ids are matched as strings, so a json written with "image_id": "42" still finds image 42.
+    """
+    coco = read_captions_file(annotation_file)
+    images, captions = coco.images, coco.captions_by_image()
+    ids = [str(image["id"]) for image in images]
+    orphans = captions.keys() - set(ids)
+    _warn_count(len(orphans), f"image ids in {annotation_file}'s annotations have no images entry: left out", orphans)
+    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    _warn_count(
+        len(duplicates), f"image ids repeat in {annotation_file}'s images: the first entry is used", duplicates
+    )
+    seen = set()
+    for image_id, image in zip(ids, images):
+        if image_id in seen:
+            continue  # captions are merged by id already
+        seen.add(image_id)
+        yield {
+            "image": safe_join(image_dir, image["file_name"]),
+            "captions": clean_captions(captions.get(image_id)),
+            "image_id": image_id,
+            "file_name": image["file_name"],
+        }
+
+
+def _from_rows(generator, gen_kwargs: dict, cache_dir: str | None) -> Dataset:
+    # `from_generator` writes an on-disk Arrow table, so the `datasets.map` that follows is cached by fingerprint.
+    try:
+        return Dataset.from_generator(generator, gen_kwargs=gen_kwargs, features=FEATURES, cache_dir=cache_dir)
+    except DatasetGenerationError as error:
+        if isinstance(error.__cause__, DataSourceError):
+            raise error.__cause__ from None  # the user's problem, not datasets': show our message alone
+        raise
+
+
+def load_coco(coco_dir: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """A split (`train` or `validation`) of a folder in the official COCO 2017 layout."""
+    if split not in COCO_SPLITS:
+        raise DataSourceError(f"COCO 2017 has captions for splits {sorted(COCO_SPLITS)}, not {split!r}")
+    folder = COCO_SPLITS[split]
+    annotation_file = captions_file(coco_dir, folder)
+    image_dir = os.path.join(coco_dir, folder)
+    for path in (annotation_file, image_dir):
+        if not os.path.exists(path):
+            raise DataSourceError(
+                f"{path} not found: --coco_dir must hold annotations/captions_{{train,val}}2017.json, "
+                "train2017/ and val2017/ as in the official COCO 2017 download"
+            )
+    kwargs = {"annotation_file": annotation_file, "image_dir": image_dir, "mtime": os.path.getmtime(annotation_file)}
+    return _from_rows(_coco_rows, kwargs, cache_dir)
+
+
+def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mtime: float):
+    for image in entries(read_json(split_file), "images", split_file, ("filename",), "Karpathy's dataset_coco.json"):
+        if image.get("split") not in splits:
+            continue
+        relative = os.path.join(image.get("filepath", ""), image["filename"])
+        yield {
+            "image": safe_join(image_root, relative),
+            "captions": clean_captions(sentence.get("raw", "") for sentence in image.get("sentences", [])),
+            "image_id": str(image.get("cocoid", image.get("imgid", image["filename"]))),
+            "file_name": image["filename"],
+        }
+
+
+KARPATHY_SPLITS = {"train": ("train", "restval"), "validation": ("val",), "test": ("test",)}
+
+
+def load_karpathy(split_file: str, image_root: str, split: str, cache_dir: str | None = None) -> Dataset:
+    """Karpathy's split (`dataset_coco.json`) over COCO 2014 images; `restval` joins train."""
+    kwargs = {
+        "split_file": split_file,
+        "image_root": image_root,
+        "splits": KARPATHY_SPLITS[split],
+        "mtime": os.path.getmtime(split_file) if os.path.exists(split_file) else 0.0,
+    }
+    return _from_rows(_karpathy_rows, kwargs, cache_dir)
+
+
+def _check_columns(dataset: Dataset, wanted: dict[str, str | None], where: str) -> None:
+    for option, column in wanted.items():
+        if column is not None and column not in dataset.column_names:
+            raise DataSourceError(
+                f"--{option} {column!r} is not a column of {where}; its columns are {dataset.column_names}"
+            )
+
+
+def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[list[str]]]:
+    """First row index and merged captions of each distinct image id, in order of first appearance."""
+    groups: OrderedDict = OrderedDict()
+    for row, (image_id, caption) in enumerate(zip(image_ids, captions)):
+        first, merged = groups.setdefault(image_id, (row, []))
+        merged.extend(clean_captions(caption))
+    return [first for first, _ in groups.values()], [merged for _, merged in groups.values()]
+
+
+def to_image_rows(
+    dataset: Dataset,
+    image_column: str,
+    caption_column: str,
+    image_id_column: str | None = None,
+    image_root: str | None = None,
+    where: str = "the dataset",
+) -> Dataset:
+    """Converts a table with an image column and a caption column (str or list of str) to one row per image.
+
+    Rows that share `image_id_column` (one row per caption, as many Hub copies of COCO have) are merged.
+    A string image column holds file names, resolved against `image_root`.
+    """
+    _check_columns(
+        dataset,
+        {"image_column": image_column, "caption_column": caption_column, "image_id_column": image_id_column},
+        where,
+    )
+    image_feature = dataset.features[image_column]
+    if isinstance(image_feature, Image):
+        dataset = dataset.cast_column(image_column, Image(decode=False))
+    elif image_root is None:
+        raise DataSourceError(
+            f"column {image_column!r} of {where} holds {image_feature} rather than images: "
+            "pass --image_root, the folder its file names are relative to"
+        )
+    captions = dataset[caption_column]
+    if image_id_column is not None:
+        first_rows, merged = _group_captions(captions, dataset[image_id_column])
+        image_ids = [str(dataset[image_id_column][row]) for row in first_rows]
+    else:
+        first_rows, merged = list(range(len(dataset))), [clean_captions(c) for c in captions]
+        image_ids = [str(row) for row in first_rows]
+    dataset = dataset.select(first_rows)
+
+    def convert(batch, indices):
+        images = batch[image_column]
+        if image_root is not None and not isinstance(image_feature, Image):
+            images = [{"path": local_image_path(image_root, name), "bytes": None} for name in images]
+        names = [
+            os.path.basename((image or {}).get("path") or "") or image_ids[i] for image, i in zip(images, indices)
+        ]
+        return {
+            "image": images,
+            "captions": [merged[i] for i in indices],
+            "image_id": [image_ids[i] for i in indices],
+            "file_name": names,
+        }
+
+    return dataset.map(
+        convert,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        features=FEATURES,
+        desc="grouping captions by image",
+    )
+
+
+def load_hub(
+    name: str,
+    split: str,
+    image_column: str,
+    caption_column: str,
+    config_name: str | None = None,
+    image_id_column: str | None = None,
+    image_root: str | None = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+    **hub_kwargs,
+) -> Dataset:
+    """A split of a Hub dataset or of a local `imagefolder` (name="imagefolder", data_dir=...)."""
+    try:
+        dataset = datasets.load_dataset(
+            name, config_name, data_dir=data_dir, split=split, cache_dir=cache_dir, **hub_kwargs
+        )
+    except ValueError as error:
+        if "Unknown split" in str(error) or "split" in str(error).lower():
+            raise DataSourceError(f"{name} has no split {split!r}: {error}") from error
+        raise
+    return to_image_rows(dataset, image_column, caption_column, image_id_column, image_root, where=f"{name}[{split}]")
+
+
+def load_split(data_args, split: str, cache_dir: str | None = None, token: str | None = None) -> Dataset:
+    """One split of whichever source `data_args` (a `DataArguments`) names, as one row per image."""
+    if data_args.karpathy_split_file is not None:
+        return load_karpathy(data_args.karpathy_split_file, data_args.coco_dir, split, cache_dir)
+    if data_args.coco_dir is not None:
+        return load_coco(data_args.coco_dir, split, cache_dir)
+    name, data_dir = data_args.dataset_name, None
+    if data_args.image_folder is not None:
+        name, data_dir = "imagefolder", data_args.image_folder
+    return load_hub(
+        name,
+        split,
+        data_args.image_column,
+        data_args.caption_column,
+        config_name=data_args.dataset_config_name,
+        image_id_column=data_args.image_id_column,
+        image_root=data_args.image_root,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        token=token,
+    )

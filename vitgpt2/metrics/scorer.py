@@ -1,0 +1,248 @@
+"""Captioning metrics: BLEU-1..4, ROUGE, BERTScore, CIDEr-D, METEOR and SPICE, scored per image against ALL its references.
+
+One `CaptionScorer` is built per run and reused: it loads the BERTScore model once and keeps the METEOR Java
+process alive between calls. Every value is on a 0-100 scale (papers' convention: CIDEr 112.3 is pycocoevalcap's
+1.123) and keys carry no prefix (the trainer adds `eval_`).
+
+Text goes through ONE normalisation, `normalize_caption`, before every metric that splits words (BLEU, ROUGE,
+CIDEr, METEOR, SPICE). BERTScore gets the raw text: its model has its own tokenizer, and bert-score's rescaling
+baselines were computed on raw text.
+
+- BLEU-1..4 (`bleu` is BLEU-4): corpus level with the closest reference length, computed exactly as pycocoevalcap's
+  `Bleu(4)`. Per image: pycocoevalcap's sentence BLEU, i.e. no smoothing beyond its 1e-15 / 1e-9 epsilons, so an
+  image without any matching 4-gram gets ~0 BLEU-4.
+- ROUGE-1/2/L: `rouge_score` with the Porter stemmer, best reference per prediction (`score_multi`, F-measure),
+  then the mean. `rougeL_coco` is COCO eval's ROUGE-L (pycocoevalcap `Rouge`: LCS, beta = 1.2, best precision and
+  best recall over the references), which is what captioning papers report as ROUGE-L.
+- CIDEr-D: a reimplementation of pycocoevalcap's `Cider` (n = 4, sigma = 6, document frequencies from the
+  references of the scored set), faster because each reference vector is built once.
+- BERTScore: `bert_score.BERTScorer`; with several references the best P, R and F1 are taken (bert-score's rule).
+- METEOR / SPICE: pycocoevalcap + Java (`pip install vitgpt2[coco]`); skipped with one warning when unavailable.
+"""
+
+import dataclasses
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from functools import cached_property, lru_cache, partial
+
+from nltk.stem import porter
+from rouge_score import rouge_scorer
+from rouge_score import tokenize as rouge_tokenize
+from rouge_score import tokenizers as rouge_tokenizers
+
+from .arguments import MetricsArguments
+from .coco_scores import bleu_scores, cider_scores, coco_rouge_l, ngram_counts
+from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_unavailable
+from .text import normalize_caption
+
+logger = logging.getLogger(__name__)
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+# ---------------------------------------------------------------------------------------------------------------
+# ROUGE
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _CachedRougeTokenizer(rouge_tokenizers.Tokenizer):
+    """rouge_score's default tokenizer with the Porter stemmer, memoised per text and per word.
+
+    Stemming dominates rouge_score's run time, `score_multi` re-tokenises the prediction once per reference, and
+    captions reuse few words: the memos make ROUGE several times faster, with identical tokens.
+    """
+
+    def __init__(self, cache_size: int = 1 << 16):
+        stemmer = porter.PorterStemmer()
+        stemmer.stem = lru_cache(maxsize=cache_size)(stemmer.stem)
+        self._tokenize = lru_cache(maxsize=cache_size)(partial(rouge_tokenize.tokenize, stemmer=stemmer))
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tokenize(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scorer
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_inputs(predictions, references) -> tuple[list[str], list[list[str]]]:
+    if isinstance(predictions, str) or len(predictions) != len(references):
+        raise ValueError("predictions must be a list of strings with one list of references per prediction")
+    if not predictions:
+        raise ValueError("nothing to score: predictions is empty")
+    references = [[image_refs] if isinstance(image_refs, str) else list(image_refs) for image_refs in references]
+    missing = [i for i, image_refs in enumerate(references) if not image_refs]
+    if missing:
+        raise ValueError(f"every prediction needs at least one reference; none for index {missing[:10]}")
+    return ["" if text is None else str(text) for text in predictions], references
+
+
+class _Captions:
+    """One batch being scored: raw text, normalised text, tokens and n-gram counts, each derived once and shared."""
+
+    def __init__(self, predictions: list[str], references: list[list[str]]):
+        self.predictions, self.references = predictions, references
+
+    @cached_property
+    def hyps(self) -> list[str]:
+        return [normalize_caption(text) for text in self.predictions]
+
+    @cached_property
+    def refs(self) -> list[list[str]]:
+        return [[normalize_caption(text) for text in image_refs] for image_refs in self.references]
+
+    @cached_property
+    def hyp_tokens(self) -> list[list[str]]:
+        return [hyp.split() for hyp in self.hyps]
+
+    @cached_property
+    def refs_tokens(self) -> list[list[list[str]]]:
+        return [[ref.split() for ref in image_refs] for image_refs in self.refs]
+
+    @cached_property
+    def hyp_counts(self) -> list[Counter]:
+        return [ngram_counts(tokens) for tokens in self.hyp_tokens]
+
+    @cached_property
+    def refs_counts(self) -> list[list[Counter]]:
+        return [[ngram_counts(tokens) for tokens in image_refs] for image_refs in self.refs_tokens]
+
+
+def default_rescale_with_baseline(model_type: str, lang: str) -> bool:
+    """True when bert-score ships a rescaling baseline for this model and language."""
+    import bert_score
+
+    baseline = os.path.join(os.path.dirname(bert_score.__file__), "rescale_baseline", lang, f"{model_type}.tsv")
+    return os.path.isfile(baseline)
+
+
+class CaptionScorer:
+    """Scores captions per image against all of that image's references. Build once, call `score` many times."""
+
+    def __init__(self, args: MetricsArguments | None = None, device: str | None = None, **options):
+        """`args` (or its fields as keyword `options`, which override it) say which metrics and which BERTScore model;
+        `device` is BERTScore's (default: cuda if available)."""
+        args = dataclasses.replace(args or MetricsArguments(), **options)
+        requested = args.metric_names
+        self.skipped = {m: why for m in requested if m in JAVA_METRICS and (why := java_metric_unavailable(m))}
+        for metric, why in self.skipped.items():
+            logger.warning("Skipping %s: %s.", metric.upper(), why)
+        self.metrics = tuple(m for m in requested if m not in self.skipped)
+        self.bertscore_batch_size = args.bertscore_batch_size
+        self._java = {}  # METEOR / SPICE wrappers, started at first use and kept (METEOR is a long-lived process)
+        self._rouge = None
+        if "rouge" in self.metrics:
+            self._rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_CachedRougeTokenizer())
+        self._bertscorer = None
+        if "bertscore" in self.metrics:
+            self._bertscorer = self._build_bertscorer(
+                args.bertscore_model,
+                args.bertscore_num_layers,
+                args.bertscore_rescale_with_baseline,
+                args.bertscore_lang,
+                device,
+            )
+
+    @staticmethod
+    def _build_bertscorer(model, num_layers, rescale, lang, device):
+        from bert_score import BERTScorer
+        from bert_score.utils import lang2model, model2layers
+
+        model_type = model or lang2model[lang.lower()]
+        if num_layers is None and model_type not in model2layers:
+            raise ValueError(f"bert-score has no default layer for {model_type!r}: set bertscore_num_layers")
+        has_baseline = default_rescale_with_baseline(model_type, lang)
+        if rescale is None:
+            rescale = has_baseline
+            if not has_baseline:
+                logger.info("BERTScore: no rescaling baseline for %s (%s); reporting raw scores.", model_type, lang)
+        elif rescale and not has_baseline:
+            raise ValueError(f"bert-score ships no rescaling baseline for {model_type!r} in language {lang!r}")
+        return BERTScorer(
+            model_type=model_type, num_layers=num_layers, lang=lang, rescale_with_baseline=rescale, device=device
+        )
+
+    def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]], return_per_image: bool = False):
+        """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]`; per-image too if asked."""
+        captions = _Captions(*_check_inputs(predictions, references))
+        corpus, per_image = {}, [{} for _ in captions.predictions]
+        for metric in self.metrics:
+            metric_corpus, metric_per_image = getattr(self, f"_score_{metric}")(captions)
+            corpus.update({key: 100.0 * value for key, value in metric_corpus.items()})
+            for row, values in zip(per_image, metric_per_image):
+                row.update({key: 100.0 * value for key, value in values.items()})
+        return (corpus, per_image) if return_per_image else corpus
+
+    # Each _score_<metric>(captions) returns (corpus values, per-image values) on a 0-1 scale.
+
+    def _score_bleu(self, captions: _Captions):
+        corpus, per_image = bleu_scores(
+            captions.hyp_counts,
+            [len(tokens) for tokens in captions.hyp_tokens],
+            captions.refs_counts,
+            [[len(tokens) for tokens in image_refs] for image_refs in captions.refs_tokens],
+        )
+        return _bleu_keys(corpus), [_bleu_keys(values) for values in per_image]
+
+    def _score_cider(self, captions: _Captions):
+        scores = cider_scores(captions.hyp_counts, captions.refs_counts)
+        return {"cider": sum(scores) / len(scores)}, [{"cider": score} for score in scores]
+
+    def _score_rouge(self, captions: _Captions):
+        per_image = []
+        for hyp, image_refs, hyp_tokens, refs_tokens in zip(
+            captions.hyps, captions.refs, captions.hyp_tokens, captions.refs_tokens
+        ):
+            best = self._rouge.score_multi(image_refs, hyp)
+            row = {rouge_type: best[rouge_type].fmeasure for rouge_type in ROUGE_TYPES}
+            row["rougeL_coco"] = coco_rouge_l(hyp_tokens, refs_tokens)
+            per_image.append(row)
+        return _mean_rows(per_image), per_image
+
+    def _score_bertscore(self, captions: _Captions):
+        predictions = captions.predictions
+        # bert-score 0.3.13 crashes on an empty string with transformers 5, so empty captions and empty references
+        # are kept away from it and given the raw score bert-score assigns them (0), rescaled like the others.
+        refs_kept = [[ref for ref in image_refs if ref.strip()] for image_refs in captions.references]
+        scored = [i for i, (pred, image_refs) in enumerate(zip(predictions, refs_kept)) if pred.strip() and image_refs]
+        values = [self._bertscore_of_empty()] * len(predictions)
+        if scored:
+            precision, recall, f1 = self._bertscorer.score(
+                [predictions[i] for i in scored], [refs_kept[i] for i in scored], batch_size=self.bertscore_batch_size
+            )
+            for i, p, r, f in zip(scored, precision.tolist(), recall.tolist(), f1.tolist()):
+                values[i] = (p, r, f)
+        keys = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
+        per_image = [dict(zip(keys, value)) for value in values]
+        return _mean_rows(per_image), per_image
+
+    def _bertscore_of_empty(self) -> tuple[float, float, float]:
+        if not self._bertscorer.rescale_with_baseline:
+            return (0.0, 0.0, 0.0)
+        baseline = self._bertscorer.baseline_vals.tolist()
+        return tuple(-b / (1 - b) for b in baseline)
+
+    def _score_java(self, metric, captions: _Captions):
+        if metric not in self._java:
+            self._java[metric] = java_metric(metric)
+        gts, res = java_inputs(captions.hyps, captions.refs)
+        corpus, per_image = self._java[metric].compute_score(gts, res)
+        if metric == "spice":  # Spice returns per-image dicts of sub-scores; the headline is "All" F-score
+            per_image = [image["All"]["f"] for image in per_image]
+        return {metric: float(corpus)}, [{metric: float(value)} for value in per_image]
+
+    def _score_meteor(self, captions: _Captions):
+        return self._score_java("meteor", captions)
+
+    def _score_spice(self, captions: _Captions):
+        return self._score_java("spice", captions)
+
+
+def _bleu_keys(values: Sequence[float]) -> dict[str, float]:
+    return {"bleu1": values[0], "bleu2": values[1], "bleu3": values[2], "bleu": values[3]}
+
+
+def _mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
+    return {key: sum(row[key] for row in rows) / len(rows) for key in rows[0]}

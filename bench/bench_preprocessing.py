@@ -12,7 +12,6 @@ and are timed from the annotation file to the finished cache. Cache size is the 
 """
 
 import argparse
-import json
 import os
 import tempfile
 
@@ -21,6 +20,7 @@ import datasets
 import numpy as np
 from transformers import ViTImageProcessor
 
+from vitgpt2.data.coco_json import captions_file, read_captions_file
 from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_coco
 from vitgpt2.offline.tiny_models import train_byte_level_bpe
@@ -28,10 +28,9 @@ from vitgpt2.offline.tiny_models import train_byte_level_bpe
 
 def usual_recipe_rows(annotation_file: str, image_dir: str):
     """One row per caption, as the COCO loading scripts those recipes use yield them."""
-    with open(annotation_file) as f:
-        data = json.load(f)
-    paths = {image["id"]: os.path.join(image_dir, image["file_name"]) for image in data["images"]}
-    for annotation in data["annotations"]:
+    data = read_captions_file(annotation_file)
+    paths = {image["id"]: os.path.join(image_dir, image["file_name"]) for image in data.images}
+    for annotation in data.annotations:
         yield {"image_path": paths[annotation["image_id"]], "caption": annotation["caption"]}
 
 
@@ -47,7 +46,7 @@ def run_usual_recipe(coco_dir: str, cache_dir: str, image_processor, tokenizer, 
     rows = datasets.Dataset.from_generator(
         usual_recipe_rows,
         gen_kwargs={
-            "annotation_file": os.path.join(coco_dir, "annotations", "captions_train2017.json"),
+            "annotation_file": captions_file(coco_dir, "train2017"),
             "image_dir": os.path.join(coco_dir, "train2017"),
         },
         cache_dir=cache_dir,

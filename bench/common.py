@@ -3,7 +3,6 @@
 The bench scripts import this as `common` (Python puts `bench/` first on the path when it runs one of them).
 """
 
-import json
 import os
 import tempfile
 import time
@@ -17,6 +16,8 @@ import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import PIL.ImageDraw  # noqa: E402
 import torch  # noqa: E402
+
+from vitgpt2.data.coco_json import captions_file, write_captions_file  # noqa: E402
 
 WORDS = (
     "a", "man", "woman", "dog", "cat", "riding", "holding", "sitting", "on", "in", "the", "of", "with", "next", "to",
@@ -120,7 +121,6 @@ def write_coco_folder(
     """`<root>/train2017/*.jpg` + `<root>/annotations/captions_train2017.json`, the official COCO 2017 layout."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "train2017"), exist_ok=True)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     images, annotations = [], []
     for image_id in range(1, num_images + 1):
         file_name = f"{image_id:012d}.jpg"
@@ -129,8 +129,7 @@ def write_coco_folder(
         for k in range(captions_per_image):
             caption = synthetic_caption(rng)
             annotations.append({"id": image_id * 10 + k, "image_id": image_id, "caption": caption})
-    with open(os.path.join(root, "annotations", "captions_train2017.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations}, f)
+    write_captions_file(captions_file(root, "train2017"), images, annotations)
     return root
 
 

@@ -1,26 +1,16 @@
 """What a captioner that ignores the image scores on the demo's held-out images: it always writes the most
 frequent training caption. The trained model's scores mean something only well above these."""
 
-import json
-import os
 import sys
 from collections import Counter
 
+from vitgpt2.data.coco_json import captions_file, read_captions_file
 from vitgpt2.metrics import CaptionScorer
 
 
-def captions_by_image(annotation_file: str) -> dict:
-    with open(annotation_file) as f:
-        data = json.load(f)
-    grouped = {image["id"]: [] for image in data["images"]}
-    for annotation in data["annotations"]:
-        grouped[annotation["image_id"]].append(annotation["caption"])
-    return grouped
-
-
 def main(data_dir: str, metrics: str = "bleu,rouge,cider") -> dict:
-    train = captions_by_image(os.path.join(data_dir, "annotations", "captions_train2017.json"))
-    val = captions_by_image(os.path.join(data_dir, "annotations", "captions_val2017.json"))
+    train = read_captions_file(captions_file(data_dir, "train2017")).captions_by_image()
+    val = read_captions_file(captions_file(data_dir, "val2017")).captions_by_image()
     constant, count = Counter(caption for captions in train.values() for caption in captions).most_common(1)[0]
     references = list(val.values())
     scores = CaptionScorer(metrics=metrics.split(",")).score([constant] * len(references), references)

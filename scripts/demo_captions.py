@@ -1,6 +1,7 @@
 """End of `make demo`: print the evaluation scores, then caption held-out images with the saved model
 through `pipeline("image-to-text", trust_remote_code=True)`, exactly as a user who downloaded it would
-(this script never imports vitgpt2)."""
+(this script never imports vitgpt2, so the pipeline comes from the model folder). The images and their references
+are the last ones of the evaluation's `eval_predictions.jsonl`."""
 
 import json
 import os
@@ -16,21 +17,14 @@ def main(output_dir: str, data_dir: str, count: int = 6) -> None:
     for key in sorted(results):
         print(f"  {key:28s} {results[key]:.4g}" if isinstance(results[key], float) else f"  {key:28s} {results[key]}")
 
-    with open(os.path.join(data_dir, "annotations", "captions_val2017.json")) as f:
-        annotations = json.load(f)
-    images = annotations["images"][-count:]  # held out: never seen in training
-    references = {image["id"]: [] for image in images}
-    for annotation in annotations["annotations"]:
-        if annotation["image_id"] in references:
-            references[annotation["image_id"]].append(annotation["caption"])
+    with open(os.path.join(output_dir, "eval_predictions.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f][-count:]  # held out: never seen in training
 
     captioner = pipeline("image-to-text", model=output_dir, trust_remote_code=True)
-    paths = [os.path.join(data_dir, "val2017", image["file_name"]) for image in images]
+    paths = [os.path.join(data_dir, "val2017", record["file_name"]) for record in records]
     print(f"\nCaptions from pipeline('image-to-text', model={output_dir!r}, trust_remote_code=True):")
-    for image, result in zip(images, captioner(paths, batch_size=len(paths))):
-        print(
-            f"  {image['file_name']}: {result[0]['generated_text']!r}   (a reference: {references[image['id']][0]!r})"
-        )
+    for record, result in zip(records, captioner(paths, batch_size=len(paths))):
+        print(f"  {record['file_name']}: {result[0]['generated_text']!r}   (a reference: {record['references'][0]!r})")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from datasets import Dataset
 from transformers import AutoImageProcessor, AutoTokenizer
 
 import run_captioning
-from vitgpt2.data.preprocessing import BadImageError, preprocess
-from vitgpt2.data.sources import FEATURES, DataSourceError, load_coco, load_karpathy, to_image_rows
+from vitgpt2.data.coco_json import captions_file, write_captions_file
+from vitgpt2.data.errors import BadImageError, DataSourceError
+from vitgpt2.data.preprocessing import preprocess
+from vitgpt2.data.sources import FEATURES, load_coco, load_karpathy, to_image_rows
 from vitgpt2.remote_code.images import ImageLoadError, load_rgb
 
 SKIP_HINT = "--bad_images skip"
@@ -172,9 +174,10 @@ def _write_coco(root, images: list[dict], annotations: list[dict], raw: bytes | 
     for folder in ("annotations", "train2017", "val2017"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
     if raw is None:
-        raw = json.dumps({"images": images, "annotations": annotations}, ensure_ascii=False).encode("utf-8")
-    with open(os.path.join(root, "annotations", "captions_train2017.json"), "wb") as f:
-        f.write(raw)
+        write_captions_file(captions_file(root, "train2017"), images, annotations)
+    else:
+        with open(captions_file(root, "train2017"), "wb") as f:
+            f.write(raw)
     return str(root)
 
 

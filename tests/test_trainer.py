@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -56,3 +57,55 @@ def test_hook_without_a_view_refuses_to_guess(tiny_models):
     hook = CaptionMetricsHook(AutoTokenizer.from_pretrained(tiny_models[1]), RecordingScorer())
     with pytest.raises(RuntimeError, match="ImagesWithReferences"):
         hook(EvalPrediction(predictions=np.zeros((1, 2), int), label_ids=np.zeros((1, 1), int)))
+
+
+@pytest.fixture(scope="module")
+def eval_trainer(tiny_captioner_dir, synthetic_coco, tmp_path_factory):
+    from transformers import AutoImageProcessor, VisionEncoderDecoderModel
+
+    from vitgpt2.arguments import CaptioningTrainingArguments
+    from vitgpt2.data.collator import CaptioningCollator
+    from vitgpt2.data.preprocessing import preprocess
+    from vitgpt2.data.sources import load_coco
+    from vitgpt2.trainer import CaptioningTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_captioner_dir)
+    image_processor = AutoImageProcessor.from_pretrained(tiny_captioner_dir)
+    split = load_coco(synthetic_coco, "validation").select(range(5))
+    view = ImagesWithReferences(preprocess(split, image_processor, tokenizer, max_target_length=16))
+    output_dir = str(tmp_path_factory.mktemp("trainer"))
+    args = CaptioningTrainingArguments(output_dir=output_dir, per_device_eval_batch_size=2, report_to="none")
+    trainer = CaptioningTrainer(
+        model=VisionEncoderDecoderModel.from_pretrained(tiny_captioner_dir),
+        args=args,
+        eval_dataset=view,
+        processing_class=tokenizer,
+        data_collator=CaptioningCollator(image_processor),
+        scorer=RecordingScorer(),
+    )
+    return trainer, view
+
+
+@pytest.mark.parametrize("kind", ["evaluate", "predict"])
+def test_evaluation_returns_its_records_and_writes_the_same_ones(eval_trainer, kind):
+    trainer, view = eval_trainer
+    if kind == "evaluate":
+        evaluation = trainer.evaluate_captions(metric_key_prefix="eval")
+    else:
+        evaluation = trainer.predict_captions(view, metric_key_prefix="predict")
+    prefix = "eval" if kind == "evaluate" else "predict"
+    assert f"{prefix}_hits" in evaluation.metrics and f"{prefix}_gen_len" in evaluation.metrics
+    assert sorted(record["image_id"] for record in evaluation.records) == sorted(view.dataset["image_id"])
+    for record in evaluation.records:
+        assert record["references"] == view.dataset[record["image_index"]]["captions"]
+    path = os.path.join(trainer.args.output_dir, f"{prefix}_predictions.jsonl")
+    with open(path, encoding="utf-8") as f:
+        assert [json.loads(line) for line in f] == evaluation.records
+    assert trainer.metrics_hook.records == []  # handed over, not left behind for the next pass
+
+
+def test_trainer_evaluate_keeps_the_trainer_api(eval_trainer):
+    trainer, view = eval_trainer
+    metrics = trainer.evaluate()
+    assert isinstance(metrics, dict) and "eval_hits" in metrics
+    assert trainer.predict(view).predictions.shape[0] == len(view)

@@ -17,7 +17,9 @@ def test_evaluate_a_saved_model_on_a_coco_folder(synthetic_coco, tiny_captioner_
     results = json.loads((output / "eval_results.json").read_text())
     assert {"eval_bleu", "eval_rougeL", "eval_cider", "eval_gen_len", "eval_loss"} <= set(results)
     assert results["eval_samples"] == 6
-    assert not (output / "model.safetensors").exists()  # evaluation never writes a model
+    # evaluation never writes a model, nor publishes one: no card, pictures or pipeline code
+    for name in ("model.safetensors", "README.md", "pipeline.py", "loss_curves.png", "sample_captions.png"):
+        assert not (output / name).exists(), name
     # the captions scored are the ones the pipeline gives for the same files
     records = [json.loads(line) for line in open(output / "eval_predictions.jsonl")]
     captioner = captioning_pipeline(model)

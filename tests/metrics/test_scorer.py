@@ -370,3 +370,14 @@ def test_evaluate_module_loads_by_path_and_matches_caption_scorer(corpus, ngram_
     for start in range(0, len(corpus[0]), 16):
         module.add_batch(predictions=corpus[0][start : start + 16], references=corpus[1][start : start + 16])
     assert module.compute(metrics="bleu,rouge,cider") == pytest.approx(ngram_scores[0])
+
+
+def test_scorer_is_built_from_its_metrics_arguments_and_options_override_them():
+    args = MetricsArguments(metrics="bleu,rouge")
+    assert CaptionScorer(args).metrics == ("bleu", "rouge")
+    assert CaptionScorer(args, metrics="cider").metrics == ("cider",)
+    assert args.metrics == "bleu,rouge"  # the caller's arguments are left as they were
+    with pytest.raises(ValueError, match="subset of"):
+        CaptionScorer(args, metrics="bleu,blue")
+    with pytest.raises(TypeError, match="bertscore_modle"):
+        CaptionScorer(bertscore_modle="x")

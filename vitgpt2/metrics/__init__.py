@@ -1,12 +1,12 @@
 """Captioning metrics, each caption scored against ALL references of its image: `CaptionScorer` (scorer.py), the
-COCO n-gram scores it computes as pycocoevalcap does (coco_scores.py), and an `evaluate` module wrapping it
-(caption_metrics/)."""
+words COCO's evaluation scores (ptb.py, its PTB tokenizer in pure Python), the n-gram scores computed as pycocoevalcap
+does (coco_scores.py), and an `evaluate` module wrapping the scorer (caption_metrics/)."""
 
 import os
 
 from .arguments import ALL_METRICS, DEFAULT_METRICS, MetricsArguments, parse_metrics
+from .ptb import normalize_caption, tokenize, tokenize_all
 from .scorer import CaptionScorer
-from .text import normalize_caption
 
 __all__ = [
     "ALL_METRICS",
@@ -16,6 +16,8 @@ __all__ = [
     "evaluate_module_path",
     "normalize_caption",
     "parse_metrics",
+    "tokenize",
+    "tokenize_all",
 ]
 
 

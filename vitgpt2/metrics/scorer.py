@@ -4,9 +4,9 @@ One `CaptionScorer` is built per run and reused: it loads the BERTScore model on
 process alive between calls. Every value is on a 0-100 scale (papers' convention: CIDEr 112.3 is pycocoevalcap's
 1.123) and keys carry no prefix (the trainer adds `eval_`).
 
-Text goes through ONE normalisation, `normalize_caption`, before every metric that splits words (BLEU, ROUGE,
-CIDEr, METEOR, SPICE). BERTScore gets the raw text: its model has its own tokenizer, and bert-score's rescaling
-baselines were computed on raw text.
+Text goes through COCO's tokenization (`vitgpt2.metrics.ptb`: pycocoevalcap's PTB tokens, exactly, in pure Python)
+before every metric that splits words (BLEU, ROUGE, CIDEr, METEOR, SPICE). BERTScore gets the raw text: its model has
+its own tokenizer, and bert-score's rescaling baselines were computed on raw text.
 
 - BLEU-1..4 (`bleu` is BLEU-4): corpus level with the closest reference length, computed exactly as pycocoevalcap's
   `Bleu(4)`. Per image: pycocoevalcap's sentence BLEU, i.e. no smoothing beyond its 1e-15 / 1e-9 epsilons, so an
@@ -35,7 +35,7 @@ from rouge_score import tokenizers as rouge_tokenizers
 from .arguments import MetricsArguments
 from .coco_scores import bleu_scores, cider_scores, coco_rouge_l, ngram_counts
 from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_unavailable
-from .text import normalize_caption
+from .ptb import tokenize_all
 
 logger = logging.getLogger(__name__)
 
@@ -86,28 +86,40 @@ class _Captions:
         self.predictions, self.references = predictions, references
 
     @cached_property
-    def hyps(self) -> list[str]:
-        return [normalize_caption(text) for text in self.predictions]
-
-    @cached_property
-    def refs(self) -> list[list[str]]:
-        return [[normalize_caption(text) for text in image_refs] for image_refs in self.references]
-
-    @cached_property
     def hyp_tokens(self) -> list[list[str]]:
-        return [hyp.split() for hyp in self.hyps]
+        return tokenize_all(self.predictions)
 
     @cached_property
     def refs_tokens(self) -> list[list[list[str]]]:
+        # one file of references, in image order, as pycocoevalcap tokenizes them
+        flat = iter(tokenize_all([ref for image_refs in self.references for ref in image_refs]))
+        return [[next(flat) for _ in image_refs] for image_refs in self.references]
+
+    @cached_property
+    def hyps(self) -> list[str]:
+        return [" ".join(tokens) for tokens in self.hyp_tokens]
+
+    @cached_property
+    def refs(self) -> list[list[str]]:
+        return [[" ".join(tokens) for tokens in image_refs] for image_refs in self.refs_tokens]
+
+    # BLEU and CIDEr split the tokenized text on any whitespace, as pycocoevalcap does, so the rare PTB token that
+    # holds a non-breaking space ("2 1/2", phone numbers) counts as two words there; COCO's ROUGE-L splits on " ".
+    @cached_property
+    def hyp_words(self) -> list[list[str]]:
+        return [hyp.split() for hyp in self.hyps]
+
+    @cached_property
+    def refs_words(self) -> list[list[list[str]]]:
         return [[ref.split() for ref in image_refs] for image_refs in self.refs]
 
     @cached_property
     def hyp_counts(self) -> list[Counter]:
-        return [ngram_counts(tokens) for tokens in self.hyp_tokens]
+        return [ngram_counts(words) for words in self.hyp_words]
 
     @cached_property
     def refs_counts(self) -> list[list[Counter]]:
-        return [[ngram_counts(tokens) for tokens in image_refs] for image_refs in self.refs_tokens]
+        return [[ngram_counts(words) for words in image_refs] for image_refs in self.refs_words]
 
 
 def default_rescale_with_baseline(model_type: str, lang: str) -> bool:
@@ -180,9 +192,9 @@ class CaptionScorer:
     def _score_bleu(self, captions: _Captions):
         corpus, per_image = bleu_scores(
             captions.hyp_counts,
-            [len(tokens) for tokens in captions.hyp_tokens],
+            [len(words) for words in captions.hyp_words],
             captions.refs_counts,
-            [[len(tokens) for tokens in image_refs] for image_refs in captions.refs_tokens],
+            [[len(words) for words in image_refs] for image_refs in captions.refs_words],
         )
         return _bleu_keys(corpus), [_bleu_keys(values) for values in per_image]
 

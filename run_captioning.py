@@ -131,11 +131,16 @@ def main(argv: list[str] | None = None) -> dict:
     views = {role: ImagesWithReferences(processed[role]) for role in ("eval", "predict") if role in processed}
     eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
 
-    # Collator and metrics: the scorer (and its BERTScore model) is built once for every evaluation.
+    # Collator and metrics: a scorer only where an evaluation will run. BERTScore's model is checked to exist now
+    # and loaded at the first evaluation, onto the evaluation device.
     collator = CaptioningCollator(
         image_processor, pad_to=data_args.max_target_length if data_args.pad_to_max_length else None
     )
-    scorer = CaptionScorer(metrics_args) if training_args.predict_with_generate else None
+    scorer = None
+    if training_args.predict_with_generate and (training_args.do_eval or training_args.do_predict):
+        scorer = CaptionScorer(metrics_args, device=str(training_args.device))
+        if scorer.bertscore is not None:
+            scorer.bertscore.check_available()
 
     # Trainer.
     trainer = CaptioningTrainer(

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from vitgpt2.cli import main as cli
 from vitgpt2.commands import score
 from vitgpt2.metrics import CaptionScorer
 
@@ -121,3 +122,12 @@ def test_console_entry_point(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["bleu1"] == pytest.approx(100, abs=0.01)
+
+
+def test_default_metrics_offline_name_the_missing_bertscore_model_and_the_ways_out(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prediction": "a dog", "references": ["a dog runs"]}) + "\n")
+    assert cli(["score", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "roberta-large" in error and "--bertscore_model" in error and "--metrics bleu,rouge,cider" in error
+    assert "Traceback" not in error

@@ -17,7 +17,7 @@ from vitgpt2.metrics import (
     java_metrics,
     normalize_caption,
 )
-from vitgpt2.metrics import scorer as scorer_module
+from vitgpt2.metrics import bertscore as bertscore_module
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -286,19 +286,19 @@ def test_bertscore_matches_bert_score(corpus, bertscore_scorer):
 
 
 def test_bertscore_model_is_loaded_once_and_handles_empty_text(bertscore_scorer):
-    model = bertscore_scorer._bertscorer._model
+    model = bertscore_scorer.bertscore.scorer._model
     _, per_image = bertscore_scorer.score(["", "a dog", "a cat"], [["a dog"], [""], ["a cat", ""]], True)
-    assert bertscore_scorer._bertscorer._model is model
+    assert bertscore_scorer.bertscore.scorer._model is model
     assert per_image[0] == per_image[1] == dict.fromkeys(per_image[0], 0.0)  # bert-score's value for empty text
     assert per_image[2]["bertscore_f1"] == pytest.approx(100, abs=0.1)
 
 
 def test_bertscore_rescaling_default_follows_shipped_baselines(caplog):
-    assert scorer_module.default_rescale_with_baseline("roberta-large", "en")
-    assert not scorer_module.default_rescale_with_baseline(minilm_path(), "en")
+    assert bertscore_module.default_rescale_with_baseline("roberta-large", "en")
+    assert not bertscore_module.default_rescale_with_baseline(minilm_path(), "en")
     with caplog.at_level(logging.INFO, logger="vitgpt2.metrics"):
         scorer = CaptionScorer(metrics="bertscore", bertscore_model=minilm_path(), bertscore_num_layers=6)
-    assert not scorer._bertscorer.rescale_with_baseline
+    assert not scorer.bertscore.rescale
     assert sum("no rescaling baseline" in record.message for record in caplog.records) == 1
 
 
@@ -384,3 +384,28 @@ def test_scorer_is_built_from_its_metrics_arguments_and_options_override_them():
         CaptionScorer(args, metrics="bleu,blue")
     with pytest.raises(TypeError, match="bertscore_modle"):
         CaptionScorer(bertscore_modle="x")
+
+
+def test_bertscore_model_loads_at_the_first_score_only(monkeypatch):
+    import bert_score
+
+    built = []
+    real = bert_score.BERTScorer
+    monkeypatch.setattr(bert_score, "BERTScorer", lambda **kwargs: built.append(kwargs) or real(**kwargs))
+    scorer = CaptionScorer(metrics="bleu,bertscore", bertscore_model=minilm_path(), bertscore_num_layers=6)
+    assert built == []
+    scorer.score(["a dog"], [["a dog runs"]])
+    scorer.score(["a cat"], [["a cat sleeps"]])
+    assert len(built) == 1
+
+
+def test_an_unavailable_bertscore_model_says_what_to_do():
+    from vitgpt2.metrics.bertscore import BertScoreUnavailable
+
+    scorer = CaptionScorer()  # roberta-large: not on this machine, and the Hub is offline
+    if scorer.bertscore.model_type != "roberta-large":
+        pytest.skip("bert-score's English default changed")
+    with pytest.raises(BertScoreUnavailable, match="--bertscore_model DIR --bertscore_num_layers N"):
+        scorer.bertscore.check_available()
+    with pytest.raises(BertScoreUnavailable, match="--metrics bleu,rouge,cider"):
+        scorer.score(["a dog"], [["a dog runs"]])

@@ -22,7 +22,6 @@ its own tokenizer, and bert-score's rescaling baselines were computed on raw tex
 
 import dataclasses
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from functools import cached_property, lru_cache, partial
@@ -33,6 +32,7 @@ from rouge_score import tokenize as rouge_tokenize
 from rouge_score import tokenizers as rouge_tokenizers
 
 from .arguments import MetricsArguments
+from .bertscore import BertScore
 from .coco_scores import bleu_scores, cider_scores, coco_rouge_l, ngram_counts
 from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_unavailable
 from .ptb import tokenize_all
@@ -122,14 +122,6 @@ class _Captions:
         return [[ngram_counts(words) for words in image_refs] for image_refs in self.refs_words]
 
 
-def default_rescale_with_baseline(model_type: str, lang: str) -> bool:
-    """True when bert-score ships a rescaling baseline for this model and language."""
-    import bert_score
-
-    baseline = os.path.join(os.path.dirname(bert_score.__file__), "rescale_baseline", lang, f"{model_type}.tsv")
-    return os.path.isfile(baseline)
-
-
 class CaptionScorer:
     """Scores captions per image against all of that image's references. Build once, call `score` many times."""
 
@@ -142,39 +134,20 @@ class CaptionScorer:
         for metric, why in self.skipped.items():
             logger.warning("Skipping %s: %s.", metric.upper(), why)
         self.metrics = tuple(m for m in requested if m not in self.skipped)
-        self.bertscore_batch_size = args.bertscore_batch_size
         self._java = {}  # METEOR / SPICE wrappers, started at first use and kept (METEOR is a long-lived process)
         self._rouge = None
         if "rouge" in self.metrics:
             self._rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_CachedRougeTokenizer())
-        self._bertscorer = None
-        if "bertscore" in self.metrics:
-            self._bertscorer = self._build_bertscorer(
+        self.bertscore = None
+        if "bertscore" in self.metrics:  # checked now, loaded at the first score
+            self.bertscore = BertScore(
                 args.bertscore_model,
                 args.bertscore_num_layers,
                 args.bertscore_rescale_with_baseline,
                 args.bertscore_lang,
                 device,
+                args.bertscore_batch_size,
             )
-
-    @staticmethod
-    def _build_bertscorer(model, num_layers, rescale, lang, device):
-        from bert_score import BERTScorer
-        from bert_score.utils import lang2model, model2layers
-
-        model_type = model or lang2model[lang.lower()]
-        if num_layers is None and model_type not in model2layers:
-            raise ValueError(f"bert-score has no default layer for {model_type!r}: set bertscore_num_layers")
-        has_baseline = default_rescale_with_baseline(model_type, lang)
-        if rescale is None:
-            rescale = has_baseline
-            if not has_baseline:
-                logger.info("BERTScore: no rescaling baseline for %s (%s); reporting raw scores.", model_type, lang)
-        elif rescale and not has_baseline:
-            raise ValueError(f"bert-score ships no rescaling baseline for {model_type!r} in language {lang!r}")
-        return BERTScorer(
-            model_type=model_type, num_layers=num_layers, lang=lang, rescale_with_baseline=rescale, device=device
-        )
 
     def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]], return_per_image: bool = False):
         """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]`; per-image too if asked."""
@@ -214,27 +187,11 @@ class CaptionScorer:
         return _mean_rows(per_image), per_image
 
     def _score_bertscore(self, captions: _Captions):
-        predictions = captions.predictions
-        # bert-score 0.3.13 crashes on an empty string with transformers 5, so empty captions and empty references
-        # are kept away from it and given the raw score bert-score assigns them (0), rescaled like the others.
-        refs_kept = [[ref for ref in image_refs if ref.strip()] for image_refs in captions.references]
-        scored = [i for i, (pred, image_refs) in enumerate(zip(predictions, refs_kept)) if pred.strip() and image_refs]
-        values = [self._bertscore_of_empty()] * len(predictions)
-        if scored:
-            precision, recall, f1 = self._bertscorer.score(
-                [predictions[i] for i in scored], [refs_kept[i] for i in scored], batch_size=self.bertscore_batch_size
-            )
-            for i, p, r, f in zip(scored, precision.tolist(), recall.tolist(), f1.tolist()):
-                values[i] = (p, r, f)
         keys = ("bertscore_precision", "bertscore_recall", "bertscore_f1")
-        per_image = [dict(zip(keys, value)) for value in values]
+        per_image = [
+            dict(zip(keys, value)) for value in self.bertscore.score(captions.predictions, captions.references)
+        ]
         return _mean_rows(per_image), per_image
-
-    def _bertscore_of_empty(self) -> tuple[float, float, float]:
-        if not self._bertscorer.rescale_with_baseline:
-            return (0.0, 0.0, 0.0)
-        baseline = self._bertscorer.baseline_vals.tolist()
-        return tuple(-b / (1 - b) for b in baseline)
 
     def _score_java(self, metric, captions: _Captions):
         if metric not in self._java:

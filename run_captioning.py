@@ -138,7 +138,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     scorer = None
     if training_args.predict_with_generate and (training_args.do_eval or training_args.do_predict):
-        scorer = CaptionScorer(metrics_args, device=str(training_args.device))
+        training_captions = raw["train"]["captions"] if "train" in raw else None
+        scorer = CaptionScorer(
+            metrics_args,
+            device=str(training_args.device),
+            training_captions=None if training_captions is None else (c for image in training_captions for c in image),
+        )
         if scorer.bertscore is not None:
             scorer.bertscore.check_available()
 

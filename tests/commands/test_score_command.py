@@ -105,7 +105,8 @@ def test_bertscore_options(tmp_path, capsys):
         8,
     )
     assert args.func(args) == 0
-    assert set(json.loads(capsys.readouterr().out)) == {"bertscore_precision", "bertscore_recall", "bertscore_f1"}
+    scores = set(json.loads(capsys.readouterr().out))
+    assert scores == {"bertscore_precision", "bertscore_recall", "bertscore_f1", "vocabulary", "distinct1", "distinct2"}
 
 
 def test_dispatcher_runs_score(tmp_path, capsys):

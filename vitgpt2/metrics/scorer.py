@@ -23,7 +23,7 @@ its own tokenizer, and bert-score's rescaling baselines were computed on raw tex
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property, lru_cache, partial
 
 from nltk.stem import porter
@@ -34,6 +34,7 @@ from rouge_score import tokenizers as rouge_tokenizers
 from .arguments import MetricsArguments
 from .bertscore import BertScore
 from .coco_scores import bleu_scores, cider_scores, coco_rouge_l, ngram_counts
+from .diversity import caption_set, diversity
 from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_unavailable
 from .ptb import tokenize_all
 
@@ -125,15 +126,23 @@ class _Captions:
 class CaptionScorer:
     """Scores captions per image against all of that image's references. Build once, call `score` many times."""
 
-    def __init__(self, args: MetricsArguments | None = None, device: str | None = None, **options):
+    def __init__(
+        self,
+        args: MetricsArguments | None = None,
+        device: str | None = None,
+        training_captions: Iterable[str] | None = None,
+        **options,
+    ):
         """`args` (or its fields as keyword `options`, which override it) say which metrics and which BERTScore model;
-        `device` is BERTScore's (default: cuda if available)."""
+        `device` is BERTScore's (default: cuda if available). With `training_captions`, every score also says how many
+        captions repeat one of them (`copied_from_train`)."""
         args = dataclasses.replace(args or MetricsArguments(), **options)
         requested = args.metric_names
         self.skipped = {m: why for m in requested if m in JAVA_METRICS and (why := java_metric_unavailable(m))}
         for metric, why in self.skipped.items():
             logger.warning("Skipping %s: %s.", metric.upper(), why)
         self.metrics = tuple(m for m in requested if m not in self.skipped)
+        self._training_captions = training_captions
         self._java = {}  # METEOR / SPICE wrappers, started at first use and kept (METEOR is a long-lived process)
         self._rouge = None
         if "rouge" in self.metrics:
@@ -150,15 +159,21 @@ class CaptionScorer:
             )
 
     def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]], return_per_image: bool = False):
-        """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]`; per-image too if asked."""
+        """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]`; per-image too if asked.
+        The corpus metrics always include the captions' diversity (`vitgpt2.metrics.diversity`)."""
         captions = _Captions(*_check_inputs(predictions, references))
-        corpus, per_image = {}, [{} for _ in captions.predictions]
+        corpus, per_image = diversity(captions.hyp_tokens, self._training_set), [{} for _ in captions.predictions]
         for metric in self.metrics:
             metric_corpus, metric_per_image = getattr(self, f"_score_{metric}")(captions)
             corpus.update({key: 100.0 * value for key, value in metric_corpus.items()})
             for row, values in zip(per_image, metric_per_image):
                 row.update({key: 100.0 * value for key, value in values.items()})
         return (corpus, per_image) if return_per_image else corpus
+
+    @cached_property
+    def _training_set(self):
+        # tokenized at the first score, not when the scorer is built
+        return None if self._training_captions is None else caption_set(self._training_captions)
 
     # Each _score_<metric>(captions) returns (corpus values, per-image values) on a 0-1 scale.
 

@@ -106,7 +106,14 @@ def test_bertscore_options(tmp_path, capsys):
     )
     assert args.func(args) == 0
     scores = set(json.loads(capsys.readouterr().out))
-    assert scores == {"bertscore_precision", "bertscore_recall", "bertscore_f1", "vocabulary", "distinct1", "distinct2"}
+    assert scores == {
+        "bertscore_precision",
+        "bertscore_recall",
+        "bertscore_f1",
+        "vocabulary",
+        "distinct1",
+        "distinct2",
+    }
 
 
 def test_dispatcher_runs_score(tmp_path, capsys):

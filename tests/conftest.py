@@ -62,6 +62,7 @@ def cached_split():
                 "caption_ids": Sequence(Sequence(Value("int32"))),
                 "captions": Sequence(Value("string")),
                 "image_id": Value("string"),
+                "numeric_id": Value("int64"),
                 "file_name": Value("string"),
             }
         )
@@ -70,6 +71,7 @@ def cached_split():
             "caption_ids": [[[10 * i + k] for k in range(len(refs))] for i, refs in enumerate(captions)],
             "captions": captions,
             "image_id": image_ids,
+            "numeric_id": [None] * len(image_ids),
             "file_name": [f"{image_id}.jpg" for image_id in image_ids],
         }
         return Dataset.from_dict(columns, features=features)

@@ -93,6 +93,7 @@ def _rows(paths: list[str], captions: list[list[str]] | None = None) -> Dataset:
             "image": paths,
             "captions": captions,
             "image_id": [str(i) for i in range(len(paths))],
+            "numeric_id": list(range(len(paths))),
             "file_name": [os.path.basename(path) for path in paths],
         },
         features=FEATURES,

@@ -212,7 +212,7 @@ def test_predict_on_the_karpathy_test_split_writes_predictions(monkeypatch, synt
     assert results["train_samples"] == 4  # restval joins train
     assert results["predict_samples"] == 5 and "predict_bleu" in results and "predict_cider" in results
     records = [json.loads(line) for line in open(output / "predict_predictions.jsonl")]
-    assert sorted(r["image_id"] for r in records) == sorted(str(image["cocoid"]) for image in images[:5])
+    assert sorted(r["image_id"] for r in records) == sorted(image["cocoid"] for image in images[:5])  # ints, as given
     assert json.loads((output / "predict_results.json").read_text())["predict_samples"] == 5
     assert (output / "sample_captions.png").is_file()  # drawn from the predicted images when there is no eval
 

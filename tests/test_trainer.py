@@ -95,7 +95,7 @@ def test_evaluation_returns_its_records_and_writes_the_same_ones(eval_trainer, k
         evaluation = trainer.predict_captions(view, metric_key_prefix="predict")
     prefix = "eval" if kind == "evaluate" else "predict"
     assert f"{prefix}_hits" in evaluation.metrics and f"{prefix}_gen_len" in evaluation.metrics
-    assert sorted(record["image_id"] for record in evaluation.records) == sorted(view.dataset["image_id"])
+    assert sorted(record["image_id"] for record in evaluation.records) == sorted(view.dataset["numeric_id"])
     for record in evaluation.records:
         assert record["references"] == view.dataset[record["image_index"]]["captions"]
     path = os.path.join(trainer.args.output_dir, f"{prefix}_predictions.jsonl")

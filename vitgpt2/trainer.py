@@ -56,7 +56,7 @@ class CaptionMetricsHook:
         self.records = [
             {
                 "image_index": int(index),
-                "image_id": row["image_id"],
+                "image_id": row["image_id"] if row["numeric_id"] is None else row["numeric_id"],  # the source's type
                 "file_name": row["file_name"],
                 "prediction": prediction,
                 "references": row["captions"],
@@ -74,9 +74,16 @@ def write_records(records: list[dict], path: str) -> None:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def write_coco_results(records: list[dict], path: str) -> None:
+    """COCO's results format, which pycocotools' `COCO.loadRes` and pycocoevalcap's `COCOEvalCap` read."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump([{"image_id": record["image_id"], "caption": record["prediction"]} for record in records], f)
+
+
 class CaptioningTrainer(Seq2SeqTrainer):
     """With a `scorer` (a `vitgpt2.metrics.CaptionScorer`), evaluation generates one caption per image, scores it
-    against all of the image's references and writes `<prefix>_predictions.jsonl` to the output folder."""
+    against all of the image's references and writes `<prefix>_predictions.jsonl` (per image: caption, references,
+    scores) and `<prefix>_coco_results.json` (COCO's results format) to the output folder."""
 
     def __init__(self, *args, scorer=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -137,6 +144,7 @@ class CaptioningTrainer(Seq2SeqTrainer):
         records, hook.records = hook.records, []
         if records and self.is_world_process_zero():
             write_records(records, os.path.join(self.args.output_dir, f"{prefix}_predictions.jsonl"))
+            write_coco_results(records, os.path.join(self.args.output_dir, f"{prefix}_coco_results.json"))
         return result, records
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):

@@ -52,6 +52,7 @@ def _rows(images, captions):
             "image": images,
             "captions": captions,
             "image_id": [str(i) for i in range(len(images))],
+            "numeric_id": list(range(len(images))),
             "file_name": [f"{i}.jpg" for i in range(len(images))],
         },
         features=FEATURES,

@@ -5,13 +5,15 @@ import PIL.Image
 import pytest
 from datasets import Dataset, Image
 
+from vitgpt2.data.coco_json import captions_file, write_captions_file
 from vitgpt2.data.sources import DataSourceError, load_coco, load_hub, load_karpathy, safe_join, to_image_rows
 
 
 def test_coco_layout_gives_one_row_per_image_with_all_captions(synthetic_coco, tmp_path):
     train = load_coco(synthetic_coco, "train", cache_dir=str(tmp_path))
     assert len(train) == 40
-    assert set(train.column_names) == {"image", "captions", "image_id", "file_name"}
+    assert set(train.column_names) == {"image", "captions", "image_id", "numeric_id", "file_name"}
+    assert train["numeric_id"] == [int(image_id) for image_id in train["image_id"]]  # COCO's ids are integers
     assert all(len(captions) == 5 for captions in train["captions"])
     row = train[0]
     assert os.path.isfile(row["image"]["path"]) and row["file_name"].endswith(".jpg")
@@ -22,8 +24,7 @@ def _write_coco(root, images, annotations):
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     os.makedirs(os.path.join(root, "train2017"), exist_ok=True)
     os.makedirs(os.path.join(root, "val2017"), exist_ok=True)
-    with open(os.path.join(root, "annotations", "captions_train2017.json"), "w") as f:
-        json.dump({"images": images, "annotations": annotations}, f)
+    write_captions_file(captions_file(root, "train2017"), images, annotations)
 
 
 def test_coco_captions_are_cleaned_and_duplicates_merged(tmp_path):

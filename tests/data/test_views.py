@@ -29,7 +29,12 @@ def test_evaluation_view_has_one_item_per_image_with_all_references(cache):
     view = ImagesWithReferences(cache)
     assert len(view) == 3
     assert len(view[0]["caption_ids"]) == 5 and view[1]["image_index"] == 1
-    assert view.metadata([2, 0])[0] == {"captions": ["image 2 caption 0"], "image_id": "c", "file_name": "c.jpg"}
+    assert view.metadata([2, 0])[0] == {
+        "captions": ["image 2 caption 0"],
+        "image_id": "c",
+        "numeric_id": None,
+        "file_name": "c.jpg",
+    }
 
 
 def test_captions_per_image_must_be_positive(cache):

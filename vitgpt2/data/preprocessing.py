@@ -103,6 +103,7 @@ def preprocess(
             "caption_ids": Sequence(Sequence(Value("int32"))),
             "captions": Sequence(Value("string")),
             "image_id": Value("string"),
+            "numeric_id": Value("int64"),
             "file_name": Value("string"),
             "problem": Value("string"),
             "reason": Value("string"),

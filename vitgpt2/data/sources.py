@@ -1,11 +1,13 @@
 """Every data source reaches one form: one row per IMAGE with all of its captions.
 
 Columns: `image` (a `datasets.Image(decode=False)` value: a path or the encoded bytes, decoded later, once,
-at the encoder's size), `captions` (list of str), `image_id` (str) and `file_name` (str).
+at the encoder's size), `captions` (list of str), `image_id` (str), `numeric_id` (the source's id where it is an
+integer, as COCO's are, else None: results files give ids back in the source's type) and `file_name` (str).
 Sources: a COCO 2017 folder, a Karpathy split json over COCO 2014 images, a Hub dataset, an `imagefolder`.
 """
 
 import logging
+import numbers
 import os
 import urllib.parse
 from collections import Counter, OrderedDict
@@ -24,10 +26,16 @@ FEATURES = Features(
         "image": Image(decode=False),
         "captions": Sequence(Value("string")),
         "image_id": Value("string"),
+        "numeric_id": Value("int64"),
         "file_name": Value("string"),
     }
 )
 COCO_SPLITS = {"train": "train2017", "validation": "val2017"}
+
+
+def numeric_id(value) -> int | None:
+    """The id itself when the source gives an integer (COCO, Karpathy's cocoid), else None."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
 
 
 def clean_captions(captions) -> list[str]:
@@ -96,6 +104,7 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
             "image": safe_join(image_dir, image["file_name"]),
             "captions": clean_captions(captions.get(image_id)),
             "image_id": image_id,
+            "numeric_id": numeric_id(image["id"]),
             "file_name": image["file_name"],
         }
 
@@ -132,10 +141,12 @@ def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mt
         if image.get("split") not in splits:
             continue
         relative = os.path.join(image.get("filepath", ""), image["filename"])
+        source_id = image.get("cocoid", image.get("imgid", image["filename"]))
         yield {
             "image": safe_join(image_root, relative),
             "captions": clean_captions(sentence.get("raw", "") for sentence in image.get("sentences", [])),
-            "image_id": str(image.get("cocoid", image.get("imgid", image["filename"]))),
+            "image_id": str(source_id),
+            "numeric_id": numeric_id(source_id),
             "file_name": image["filename"],
         }
 
@@ -200,10 +211,11 @@ def to_image_rows(
     captions = dataset[caption_column]
     if image_id_column is not None:
         first_rows, merged = _group_captions(captions, dataset[image_id_column])
-        image_ids = [str(dataset[image_id_column][row]) for row in first_rows]
+        source_ids = [dataset[image_id_column][row] for row in first_rows]
     else:
         first_rows, merged = list(range(len(dataset))), [clean_captions(c) for c in captions]
-        image_ids = [str(row) for row in first_rows]
+        source_ids = first_rows
+    image_ids = [str(source_id) for source_id in source_ids]
     dataset = dataset.select(first_rows)
 
     def convert(batch, indices):
@@ -217,6 +229,7 @@ def to_image_rows(
             "image": images,
             "captions": [merged[i] for i in indices],
             "image_id": [image_ids[i] for i in indices],
+            "numeric_id": [numeric_id(source_ids[i]) for i in indices],
             "file_name": names,
         }
 

@@ -54,7 +54,7 @@ class ImagesWithReferences(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
         self.read = _CachedRows(dataset)
-        self._metadata = dataset.select_columns(["captions", "image_id", "file_name"])
+        self._metadata = dataset.select_columns(["captions", "image_id", "numeric_id", "file_name"])
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -64,5 +64,5 @@ class ImagesWithReferences(torch.utils.data.Dataset):
         return {"pixel_values": pixels, "caption_ids": caption_ids, "image_index": index}
 
     def metadata(self, indices) -> list[dict]:
-        """`captions` (the references), `image_id` and `file_name` of the given rows, without pixels."""
+        """`captions` (the references), `image_id`, `numeric_id` and `file_name` of the given rows, without pixels."""
         return [self._metadata[int(i)] for i in indices]

@@ -30,7 +30,7 @@ def save_pictures(output_dir: str, log_history: list[dict], records: list[dict],
     if records and source_images is not None:
         try:
             rows = {image_id: row for row, image_id in enumerate(source_images["image_id"])}
-            load = lambda record: load_rgb(source_images[rows[record["image_id"]]]["image"])  # noqa: E731
+            load = lambda record: load_rgb(source_images[rows[str(record["image_id"])]]["image"])  # noqa: E731
             save_caption_grid(records, load, os.path.join(output_dir, SAMPLES_PICTURE))
             pictures.append(SAMPLES_PICTURE)
         except (OSError, ValueError, LookupError) as error:  # a picture is not worth losing the trained model over

@@ -2,6 +2,7 @@
 
 import importlib
 import os
+import shutil
 
 import datasets
 import pytest
@@ -63,3 +64,9 @@ def test_gpu_bench_times_and_profiles_the_kinds_asked_for(bench, capsys):
 def test_gpu_bench_refuses_to_profile_a_kind_it_does_not_time(bench):
     with pytest.raises(SystemExit):
         bench("gpu_bench").main(["--device", "cpu", "--tiny", "--kinds", "encode-once", "--profile_kinds", "per-pair"])
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's tokenizer runs in Java")
+def test_bench_score_process(bench):
+    results = bench("bench_score_process").main(["--images", "40", "--repeats", "1"])
+    assert results["pycocoevalcap_s"] > 0 and results["vitgpt2_bleu,cider_s"] > 0

@@ -7,11 +7,15 @@ import os
 import sys
 from collections.abc import Iterator
 
-from ..remote_code.images import ImageLoadError
-
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# What a bad input raises inside the pipeline: an undecodable file, or a URL or file that cannot be read.
-READ_ERRORS = (ImageLoadError, OSError)
+
+
+def read_errors() -> tuple[type[Exception], ...]:
+    """What a bad input raises inside the pipeline: an undecodable file, or a URL or file that cannot be read.
+    (Imported when captioning starts: `vitgpt2 --help` and the other commands never load torch for it.)"""
+    from ..remote_code.images import ImageLoadError
+
+    return (ImageLoadError, OSError)
 
 
 def positive_int(text: str) -> int:
@@ -77,7 +81,7 @@ def caption_images(
         batch = images[start : start + batch_size]
         try:
             outputs = pipe(batch, batch_size=batch_size, **generate_kwargs)
-        except READ_ERRORS:
+        except read_errors():
             for image in batch:
                 yield caption_one(pipe, image, **generate_kwargs)
         else:
@@ -88,7 +92,7 @@ def caption_images(
 def caption_one(pipe, image: str, **generate_kwargs) -> tuple[str, str | None, str]:
     try:
         return image, pipe(image, **generate_kwargs)[0]["generated_text"], ""
-    except READ_ERRORS as error:
+    except read_errors() as error:
         return image, None, str(error)
 
 

@@ -15,7 +15,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from vitgpt2.metrics import CaptionScorer, MetricsArguments
+from vitgpt2.metrics.arguments import MetricsArguments
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
             **{f.name: getattr(args, f.name) for f in dataclasses.fields(MetricsArguments)}
         )
         rows = read_jsonl(args.file)
+        from vitgpt2.metrics.scorer import CaptionScorer
+
         scorer = CaptionScorer(metrics_args, device=args.device)
         corpus, per_image = scorer.score(
             [row["prediction"] for row in rows], [row["references"] for row in rows], return_per_image=True

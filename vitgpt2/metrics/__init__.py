@@ -2,23 +2,27 @@
 words COCO's evaluation scores (ptb.py, its PTB tokenizer in pure Python), the n-gram scores computed as pycocoevalcap
 does (coco_scores.py), and an `evaluate` module wrapping the scorer (caption_metrics/)."""
 
+import importlib
 import os
 
-from .arguments import ALL_METRICS, DEFAULT_METRICS, MetricsArguments, parse_metrics
-from .ptb import normalize_caption, tokenize, tokenize_all
-from .scorer import CaptionScorer
+# Imported on first use, so that `vitgpt2 score` and the Trainer load only the metrics they compute.
+_EXPORTS = {
+    "ALL_METRICS": "arguments",
+    "DEFAULT_METRICS": "arguments",
+    "MetricsArguments": "arguments",
+    "parse_metrics": "arguments",
+    "CaptionScorer": "scorer",
+    "normalize_caption": "ptb",
+    "tokenize": "ptb",
+    "tokenize_all": "ptb",
+}
+__all__ = [*_EXPORTS, "evaluate_module_path"]
 
-__all__ = [
-    "ALL_METRICS",
-    "DEFAULT_METRICS",
-    "CaptionScorer",
-    "MetricsArguments",
-    "evaluate_module_path",
-    "normalize_caption",
-    "parse_metrics",
-    "tokenize",
-    "tokenize_all",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
 
 
 def evaluate_module_path() -> str:

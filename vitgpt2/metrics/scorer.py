@@ -24,12 +24,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import cached_property, lru_cache, partial
-
-from nltk.stem import porter
-from rouge_score import rouge_scorer
-from rouge_score import tokenize as rouge_tokenize
-from rouge_score import tokenizers as rouge_tokenizers
+from functools import cached_property
 
 from .arguments import MetricsArguments
 from .bertscore import BertScore
@@ -40,27 +35,10 @@ from .ptb import tokenize_all
 
 logger = logging.getLogger(__name__)
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 # ---------------------------------------------------------------------------------------------------------------
 # ROUGE
 # ---------------------------------------------------------------------------------------------------------------
-
-
-class _CachedRougeTokenizer(rouge_tokenizers.Tokenizer):
-    """rouge_score's default tokenizer with the Porter stemmer, memoised per text and per word.
-
-    Stemming dominates rouge_score's run time, `score_multi` re-tokenises the prediction once per reference, and
-    captions reuse few words: the memos make ROUGE several times faster, with identical tokens.
-    """
-
-    def __init__(self, cache_size: int = 1 << 16):
-        stemmer = porter.PorterStemmer()
-        stemmer.stem = lru_cache(maxsize=cache_size)(stemmer.stem)
-        self._tokenize = lru_cache(maxsize=cache_size)(partial(rouge_tokenize.tokenize, stemmer=stemmer))
-
-    def tokenize(self, text: str) -> list[str]:
-        return self._tokenize(text)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,7 +124,9 @@ class CaptionScorer:
         self._java = {}  # METEOR / SPICE wrappers, started at first use and kept (METEOR is a long-lived process)
         self._rouge = None
         if "rouge" in self.metrics:
-            self._rouge = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=_CachedRougeTokenizer())
+            from .rouge import rouge_scorer  # rouge-score imports all of nltk: only when asked for
+
+            self._rouge = rouge_scorer()
         self.bertscore = None
         if "bertscore" in self.metrics:  # checked now, loaded at the first score
             self.bertscore = BertScore(
@@ -196,7 +176,7 @@ class CaptionScorer:
             captions.hyps, captions.refs, captions.hyp_tokens, captions.refs_tokens
         ):
             best = self._rouge.score_multi(image_refs, hyp)
-            row = {rouge_type: best[rouge_type].fmeasure for rouge_type in ROUGE_TYPES}
+            row = {rouge_type: score.fmeasure for rouge_type, score in best.items()}
             row["rougeL_coco"] = coco_rouge_l(hyp_tokens, refs_tokens)
             per_image.append(row)
         return _mean_rows(per_image), per_image

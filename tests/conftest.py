@@ -42,6 +42,15 @@ def captioner(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A CLIP model + processor folder in hub layout, random weights, for CLIPScore."""
+    from vitgpt2.offline.tiny_models import write_tiny_clip
+
+    captions = ["a red circle on the left", "two dogs on a beach", "a man rides a wave", "a cup of coffee"]
+    return write_tiny_clip(str(tmp_path_factory.mktemp("clip")), captions * 5)
+
+
+@pytest.fixture(scope="session")
 def minilm() -> str:
     from vitgpt2.offline.models import minilm_path
 

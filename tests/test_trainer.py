@@ -11,10 +11,12 @@ from vitgpt2.trainer import CaptionMetricsHook, write_records
 
 
 class RecordingScorer:
+    needs_images = False
+
     def __init__(self):
         self.calls = []
 
-    def score(self, predictions, references, return_per_image=False):
+    def score(self, predictions, references, return_per_image=False, images=None):
         self.calls.append((predictions, references))
         per_image = [{"hits": float(p in refs)} for p, refs in zip(predictions, references)]
         corpus = {"hits": 100 * float(np.mean([s["hits"] for s in per_image]))}

@@ -52,7 +52,8 @@ class CaptionMetricsHook:
         indices = np.asarray(eval_prediction.label_ids).reshape(len(predictions), -1)[:, 0]
         rows = self.view.metadata(indices)
         references = [row["captions"] for row in rows]
-        scores, per_image = self.scorer.score(predictions, references, return_per_image=True)
+        images = self.view.pictures(indices) if self.scorer.needs_images else None
+        scores, per_image = self.scorer.score(predictions, references, return_per_image=True, images=images)
         self.records = [
             {
                 "image_index": int(index),

@@ -67,3 +67,16 @@ def test_the_coco_results_file_scores_the_same_in_pycocoevalcap(
         ("CIDEr", "eval_cider"),
     ):
         assert ours[key] == pytest.approx(100 * evaluation.eval[theirs], abs=0.01), key
+
+
+def test_evaluation_scores_clipscore_on_the_images_it_captioned(
+    synthetic_coco, tiny_captioner_dir, tiny_clip, tmp_path
+):
+    output = tmp_path / "eval"
+    argv = ["evaluate", "--model", tiny_captioner_dir, "--output_dir", str(output), "--coco_dir", synthetic_coco]
+    argv += ["--max_eval_samples", "4", "--metrics", "cider,clipscore,refclipscore", "--clip_model", tiny_clip]
+    assert cli(argv) == 0
+    results = json.loads((output / "eval_results.json").read_text())
+    assert 0 <= results["eval_clipscore"] <= 250 and 0 <= results["eval_refclipscore"] <= 100
+    records = [json.loads(line) for line in open(output / "eval_predictions.jsonl", encoding="utf-8")]
+    assert all({"clipscore", "refclipscore", "cider"} <= set(record["scores"]) for record in records)

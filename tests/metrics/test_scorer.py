@@ -284,7 +284,7 @@ def test_metrics_arguments_parse_with_hf_argument_parser():
 
 
 def test_all_metrics_constant():
-    assert ALL_METRICS == ("bleu", "rouge", "bertscore", "cider", "meteor", "spice")
+    assert ALL_METRICS == ("bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore")
 
 
 # --- BERTScore ------------------------------------------------------------------------------------------------

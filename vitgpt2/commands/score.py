@@ -1,16 +1,19 @@
 """`vitgpt2 score FILE.jsonl`: captioning metrics for saved predictions.
 
 Each line of FILE.jsonl is one image: {"prediction": "a dog on a beach", "references": ["a dog runs", ...]}
-(other keys, such as image_id, are copied to the per-image output). Prints the corpus metrics as JSON.
+(other keys, such as image_id, are copied to the per-image output); with clipscore or refclipscore, also
+"image": a file path, relative to FILE.jsonl's folder. Prints the corpus metrics as JSON.
 
     vitgpt2 score predictions.jsonl
     vitgpt2 score predictions.jsonl --metrics bleu,cider,meteor --output per_image.jsonl
+    vitgpt2 score predictions.jsonl --metrics cider,clipscore,refclipscore --clip_model openai/clip-vit-base-patch32
 """
 
 import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 
 from transformers import HfArgumentParser
@@ -45,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
         from vitgpt2.metrics.scorer import CaptionScorer
 
         scorer = CaptionScorer(metrics_args, device=args.device)
-        corpus, per_image = scorer.score(
-            [row["prediction"] for row in rows], [row["references"] for row in rows], return_per_image=True
-        )
+        images = read_images(rows, args.file) if scorer.needs_images else None
+        predictions, references = [row["prediction"] for row in rows], [row["references"] for row in rows]
+        corpus, per_image = scorer.score(predictions, references, return_per_image=True, images=images)
     except (OSError, ValueError) as error:
         print(f"vitgpt2 score: error: {error}", file=sys.stderr)
         return 2
@@ -55,6 +58,17 @@ def run(args: argparse.Namespace) -> int:
         write_per_image(args.output, rows, per_image)
     print(json.dumps(corpus, indent=2))
     return 0
+
+
+def read_images(rows: list[dict], path: str) -> list:
+    """The `image` of every row (a file path, relative to the JSONL file's folder), for CLIPScore."""
+    from vitgpt2.remote_code.images import load_rgb
+
+    folder = os.path.dirname(os.path.abspath(path))
+    missing = [number for number, row in enumerate(rows, start=1) if not isinstance(row.get("image"), str)]
+    if missing:
+        raise ValueError(f"{path}: clipscore needs an 'image' path in every row; rows {missing[:10]} have none")
+    return [load_rgb(os.path.join(folder, row["image"])) for row in rows]
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -8,6 +8,7 @@ generated once per image and scored against every reference.
 """
 
 import numpy as np
+import PIL.Image
 import torch
 from datasets import Dataset
 
@@ -62,6 +63,10 @@ class ImagesWithReferences(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         pixels, caption_ids = self.read(index)
         return {"pixel_values": pixels, "caption_ids": caption_ids, "image_index": index}
+
+    def pictures(self, indices) -> list[PIL.Image.Image]:
+        """The images of the given rows as the captioner saw them (at the encoder's size), for metrics that look."""
+        return [PIL.Image.fromarray(self.read(int(index))[0].transpose(1, 2, 0)) for index in indices]
 
     def metadata(self, indices) -> list[dict]:
         """`captions` (the references), `image_id`, `numeric_id` and `file_name` of the given rows, without pixels."""

@@ -4,7 +4,8 @@ and `CaptionScorer`."""
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-ALL_METRICS = ("bleu", "rouge", "bertscore", "cider", "meteor", "spice")
+ALL_METRICS = ("bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore")
+IMAGE_METRICS = ("clipscore", "refclipscore")  # these score a caption against its image
 DEFAULT_METRICS = ("bleu", "rouge", "bertscore", "cider")
 
 
@@ -46,6 +47,12 @@ class MetricsArguments:
     )
     bertscore_batch_size: int = field(default=64, metadata={"help": "BERTScore batch size."})
     bertscore_lang: str = field(default="en", metadata={"help": "Language of the captions (for BERTScore)."})
+    clip_model: str = field(
+        default="openai/clip-vit-base-patch32",
+        metadata={
+            "help": "CLIP model for clipscore and refclipscore (Hub id or local folder; ViT-B/32 as in the paper)."
+        },
+    )
 
     def __post_init__(self):
         self.metrics = ",".join(parse_metrics(self.metrics))

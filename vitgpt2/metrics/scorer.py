@@ -26,8 +26,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cached_property
 
-from .arguments import MetricsArguments
+from .arguments import IMAGE_METRICS, MetricsArguments
 from .bertscore import BertScore
+from .clipscore import ClipScore
 from .coco_scores import bleu_scores, cider_scores, coco_rouge_l, ngram_counts
 from .diversity import caption_set, diversity
 from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_unavailable
@@ -63,6 +64,7 @@ class _Captions:
 
     def __init__(self, predictions: list[str], references: list[list[str]]):
         self.predictions, self.references = predictions, references
+        self.images, self.clip_rows = None, None
 
     @cached_property
     def hyp_tokens(self) -> list[list[str]]:
@@ -127,6 +129,9 @@ class CaptionScorer:
             from .rouge import rouge_scorer  # rouge-score imports all of nltk: only when asked for
 
             self._rouge = rouge_scorer()
+        self.clipscore = None
+        if any(metric in IMAGE_METRICS for metric in self.metrics):  # loaded at the first score
+            self.clipscore = ClipScore(args.clip_model, device)
         self.bertscore = None
         if "bertscore" in self.metrics:  # checked now, loaded at the first score
             self.bertscore = BertScore(
@@ -138,10 +143,25 @@ class CaptionScorer:
                 args.bertscore_batch_size,
             )
 
-    def score(self, predictions: Sequence[str], references: Sequence[Sequence[str]], return_per_image: bool = False):
-        """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]`; per-image too if asked.
-        The corpus metrics always include the captions' diversity (`vitgpt2.metrics.diversity`)."""
+    @property
+    def needs_images(self) -> bool:
+        return self.clipscore is not None
+
+    def score(
+        self,
+        predictions: Sequence[str],
+        references: Sequence[Sequence[str]],
+        return_per_image: bool = False,
+        images: Sequence | None = None,
+    ):
+        """Corpus metrics (0-100) for `predictions[i]` against all of `references[i]` (and `images[i]`, a PIL image,
+        for CLIPScore); per-image too if asked. The corpus metrics always include the captions' diversity
+        (`vitgpt2.metrics.diversity`)."""
         captions = _Captions(*_check_inputs(predictions, references))
+        if self.needs_images:
+            if images is None or len(images) != len(captions.predictions):
+                raise ValueError("clipscore and refclipscore need one image per prediction (images=[...])")
+            captions.images = list(images)
         corpus, per_image = diversity(captions.hyp_tokens, self._training_set), [{} for _ in captions.predictions]
         for metric in self.metrics:
             metric_corpus, metric_per_image = getattr(self, f"_score_{metric}")(captions)
@@ -186,6 +206,20 @@ class CaptionScorer:
         per_image = [
             dict(zip(keys, value)) for value in self.bertscore.score(captions.predictions, captions.references)
         ]
+        return _mean_rows(per_image), per_image
+
+    def _clip_rows(self, captions: _Captions) -> list[dict]:
+        if captions.clip_rows is None:  # one pass serves both metrics
+            references = captions.references if "refclipscore" in self.metrics else None
+            captions.clip_rows = self.clipscore.score(captions.predictions, references, captions.images)
+        return captions.clip_rows
+
+    def _score_clipscore(self, captions: _Captions):
+        per_image = [{"clipscore": row["clipscore"]} for row in self._clip_rows(captions)]
+        return _mean_rows(per_image), per_image
+
+    def _score_refclipscore(self, captions: _Captions):
+        per_image = [{"refclipscore": row["refclipscore"]} for row in self._clip_rows(captions)]
         return _mean_rows(per_image), per_image
 
     def _score_java(self, metric, captions: _Captions):

@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, ViTConfig, ViTImageProcessor, ViTModel
 
 GPT2_SPECIAL_TOKEN = "<|endoftext|>"
+CLIP_START, CLIP_END = "<|startoftext|>", "<|endoftext|>"
 
 
 def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2TokenizerFast:
@@ -130,3 +131,52 @@ def write_tiny_models(
     encoder_dir = write_tiny_encoder(os.path.join(output_dir, "encoder"), image_size=image_size, **sizes)
     decoder_dir = write_tiny_decoder(os.path.join(output_dir, "decoder"), captions, vocab_size=vocab_size, **sizes)
     return encoder_dir, decoder_dir
+
+
+def write_tiny_clip(output_dir: str, captions: Iterable[str], image_size: int = 32, seed: int = 0) -> str:
+    """A CLIP model + processor folder, like `openai/clip-vit-base-patch32` but small, with a caption-trained BPE."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token=CLIP_END))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=[CLIP_START, CLIP_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(captions, trainer=trainer)
+    start, end = tokenizer.token_to_id(CLIP_START), tokenizer.token_to_id(CLIP_END)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{CLIP_START} $A {CLIP_END}", special_tokens=[(CLIP_START, start), (CLIP_END, end)]
+    )
+    fast = CLIPTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=CLIP_START,
+        eos_token=CLIP_END,
+        pad_token=CLIP_END,
+        unk_token=CLIP_END,
+        model_max_length=77,
+    )
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+    text = {
+        **sizes,
+        "vocab_size": len(fast),
+        "max_position_embeddings": 77,
+        "bos_token_id": start,
+        "eos_token_id": end,
+    }
+    config = CLIPConfig(
+        text_config={**text, "pad_token_id": end},
+        vision_config={**sizes, "image_size": image_size, "patch_size": 8},
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(output_dir)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    CLIPProcessor(image_processor=image_processor, tokenizer=fast).save_pretrained(output_dir)
+    return output_dir

@@ -34,12 +34,14 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: list of generated captions, one per image.
     references: list of lists of reference captions, one list per image (any number >= 1).
-    metrics: comma-separated subset of bleu, rouge, bertscore, cider, meteor, spice.
+    metrics: comma-separated subset of bleu, rouge, bertscore, cider, meteor, spice, clipscore, refclipscore.
+    images: one PIL image per prediction, for clipscore and refclipscore (clip_model= names the CLIP model).
     bertscore_model, bertscore_num_layers, bertscore_rescale_with_baseline, bertscore_batch_size, bertscore_lang,
     device: BERTScore settings (see vitgpt2.metrics.MetricsArguments).
 Returns:
     dict with bleu (BLEU-4), bleu1-3, rouge1, rouge2, rougeL, rougeL_coco, bertscore_precision/recall/f1, cider,
-    meteor, spice: only those of the selected metrics.
+    meteor, spice, clipscore, refclipscore: only those of the selected metrics; and always the captions' diversity
+    (vocabulary, distinct1, distinct2).
 """
 
 
@@ -55,8 +57,8 @@ class CaptionMetrics(evaluate.Metric):
             ),
         )
 
-    def _compute(self, predictions, references, metrics=",".join(DEFAULT_METRICS), **scorer_options):
-        return self._scorer(metrics, **scorer_options).score(predictions, references)
+    def _compute(self, predictions, references, metrics=",".join(DEFAULT_METRICS), images=None, **scorer_options):
+        return self._scorer(metrics, **scorer_options).score(predictions, references, images=images)
 
     def _scorer(self, metrics, **scorer_options) -> CaptionScorer:
         if not hasattr(self, "_scorers"):

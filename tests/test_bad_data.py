@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+import skimage.data
 from datasets import Dataset
 from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -402,3 +403,21 @@ def test_unseen_folder_with_bad_files_end_to_end(monkeypatch, synthetic_coco, ti
     assert json.loads((output / "all_results.json").read_text())["train_images_left_out"] == 4
     assert "preprocessing train images: left out 4 of 46 images (3 unreadable, 1 without captions)" in caplog.text
     assert (output / "model.safetensors").is_file()
+
+
+def test_the_cache_notices_image_files_that_change_between_runs(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+    """The same command, run again after an image file was repaired or damaged, sees the file as it is now."""
+    data = str(tmp_path / "coco")
+    shutil.copytree(synthetic_coco, data)
+    first = os.path.join(data, "train2017", sorted(os.listdir(os.path.join(data, "train2017")))[0])
+    photo = _encoded(PIL.Image.fromarray(skimage.data.chelsea()), format="JPEG")  # a real photograph
+    argv = [*_train_argv(data, tiny_models, tmp_path / "out"), "--max_train_samples", "8"]
+
+    _write(os.path.dirname(first), os.path.basename(first), photo[:5000])
+    with pytest.raises(BadImageError, match=re.escape(os.path.basename(first))):
+        _main(monkeypatch, argv)
+    _write(os.path.dirname(first), os.path.basename(first), photo)  # repaired: the same command now trains
+    assert _main(monkeypatch, argv)["train_samples"] == 8
+    _write(os.path.dirname(first), os.path.basename(first), photo[:5000])  # damaged after a good run
+    with pytest.raises(BadImageError, match=re.escape(os.path.basename(first))):
+        _main(monkeypatch, argv)

@@ -5,7 +5,9 @@ uint8 is a quarter of float32 `pixel_values`, and one row per image stores the p
 caption (sizes measured by bench/bench_preprocessing.py).
 """
 
+import hashlib
 import logging
+import os
 import typing
 from typing import Literal
 
@@ -39,7 +41,7 @@ def _decode(image, size, resample) -> tuple[np.ndarray | None, str]:
         return None, str(error)
 
 
-def _encode_batch(batch, size, resample, tokenizer, max_target_length):
+def _encode_batch(batch, size, resample, tokenizer, max_target_length, image_files=None):
     # Never raises for a bad image: every problem of the split is found in one pass (and the pass is cached),
     # then `preprocess` applies the --bad_images policy to all of them at once.
     pixels, caption_ids, problems, reasons = [], [], [], []
@@ -80,6 +82,26 @@ def _left_out_summary(encoded: Dataset, problems: np.ndarray, unreadable: np.nda
     return summary
 
 
+def image_files_signature(dataset: Dataset) -> str:
+    """A digest of the size and modification time of every image file the rows name (one `stat` each).
+
+    `datasets` keys its cache on the rows, which hold image paths, not pixels: without this, a file repaired or
+    damaged after the first run would keep its old cached pixels (or its old error). Images stored as bytes in the
+    rows are already part of that key."""
+    images = dataset.select_columns(["image"]).with_format("arrow")["image"]
+    images = images.combine_chunks() if hasattr(images, "combine_chunks") else images
+    paths, stored = images.field("path").to_pylist(), images.field("bytes").is_valid().to_pylist()
+    digest = hashlib.blake2b(digest_size=16)
+    for path, has_bytes in zip(paths, stored):
+        if path and not has_bytes:
+            try:
+                status = os.stat(path)
+                digest.update(f"{path}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
 def preprocess(
     dataset: Dataset,
     image_processor,
@@ -118,6 +140,7 @@ def preprocess(
             "resample": int(encoder_resample(image_processor)),
             "tokenizer": tokenizer,
             "max_target_length": max_target_length,
+            "image_files": image_files_signature(dataset),  # part of the cache key only
         },
         remove_columns=["image"],
         features=features,

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     if resume_from is None and training_args.do_train:
         resume_from = last_complete_checkpoint(training_args.output_dir)
         if resume_from is not None:
-            logger.info("Resuming training from %s", resume_from)
+            logger.warning("Resuming training from %s", resume_from)  # shown at the default log level
 
     set_seed(training_args.seed)
 

@@ -323,6 +323,54 @@ def test_karpathy_entry_without_a_file_name_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "caption, shown",
+    [
+        (42, "int 42"),
+        (["a dog", "on grass"], "list ['a dog', 'on grass']"),
+        ({"text": "a dog"}, "dict {'text': 'a dog'}"),
+    ],
+)
+def test_captions_that_are_not_text_are_errors_naming_the_image(tmp_path, caption, shown):
+    images = [{"id": 1, "file_name": "1.jpg"}, {"id": 2, "file_name": "2.jpg"}]
+    annotations = [{"image_id": 1, "caption": "a cat"}, {"image_id": 2, "caption": caption}]
+    with pytest.raises(
+        DataSourceError, match=rf"captions_train2017.json, image 2: a caption must be text, not {re.escape(shown)}"
+    ):
+        load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
+
+
+def test_null_captions_are_left_out_and_counted(tmp_path, caplog):
+    images = [{"id": 1, "file_name": "1.jpg"}]
+    annotations = [
+        {"image_id": 1, "caption": None},
+        {"image_id": 1, "caption": "a cat"},
+        {"image_id": 1, "caption": None},
+    ]
+    rows = load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
+    assert rows["captions"] == [["a cat"]]
+    assert re.search(r"2 null captions in \S+captions_train2017.json: left out", caplog.text)
+
+
+def test_hub_captions_that_are_not_text_name_the_row():
+    rows = Dataset.from_dict({"image": ["a.jpg", "b.jpg"], "text": [[1.5], [3.5]]})  # a column of numbers
+    with pytest.raises(DataSourceError, match=r"the dataset, row 0: a caption must be text, not float 1.5"):
+        to_image_rows(rows, "image", "text", image_root="/images")
+
+
+def test_a_karpathy_split_typo_is_counted_not_silently_dropped(tmp_path, caplog):
+    split_file = tmp_path / "dataset_coco.json"
+    sentences = [{"raw": "a dog"}]
+    images = [
+        {"filename": "a.jpg", "filepath": "val2014", "split": "train", "sentences": sentences, "cocoid": 1},
+        {"filename": "b.jpg", "filepath": "val2014", "split": "trian", "sentences": sentences, "cocoid": 2},
+    ]
+    split_file.write_text(json.dumps({"images": images}))
+    rows = load_karpathy(str(split_file), str(tmp_path), "train", str(tmp_path / "cache"))
+    assert rows["numeric_id"] == [1]
+    assert "1 images in" in caplog.text and "b.jpg ('trian')" in caplog.text
+
+
+@pytest.mark.parametrize(
     "columns, message",
     [
         ({"image_column": "img"}, r"--image_column 'img' is not a column .* \['image', 'text', 'cocoid'\]"),
@@ -421,3 +469,17 @@ def test_the_cache_notices_image_files_that_change_between_runs(monkeypatch, syn
     _write(os.path.dirname(first), os.path.basename(first), photo[:5000])  # damaged after a good run
     with pytest.raises(BadImageError, match=re.escape(os.path.basename(first))):
         _main(monkeypatch, argv)
+
+
+def test_an_image_between_one_and_two_times_the_bomb_limit_is_listed_too(processors, tmp_path, small_bomb_limit):
+    image_processor, tokenizer = processors
+    path = _write(tmp_path, "large.png", _encoded(PIL.Image.new("RGB", (50, 30)), format="PNG"))  # 1,500 px: 1.5x
+    with pytest.raises(BadImageError, match=r"large.png.*decompression-bomb"):
+        preprocess(_rows([path]), image_processor, tokenizer)
+
+
+def test_zero_epochs_is_an_error_not_an_untrained_model(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+    output = tmp_path / "out"
+    with pytest.raises(ValueError, match="--num_train_epochs 0 trains nothing"):
+        _main(monkeypatch, [*_train_argv(synthetic_coco, tiny_models, output), "--num_train_epochs", "0"])
+    assert not (output / "model.safetensors").exists() and not (output / "README.md").exists()

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import logging
 import sys
 
 import pytest
@@ -169,3 +170,20 @@ def test_load_best_model_at_end_restores_every_parameter_of_the_best_checkpoint(
     final, chosen = load_file(output / "model.safetensors"), load_file(f"{best}/model.safetensors")
     assert final.keys() == chosen.keys()
     assert [key for key in final if not torch.equal(final[key], chosen[key])] == []
+
+
+def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog):
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    argv = [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
+        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "1"])
+    run_captioning.main()
+    caplog.clear()
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "2"])
+    with caplog.at_level(logging.WARNING):
+        run_captioning.main()
+    assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text

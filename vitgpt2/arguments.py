@@ -156,6 +156,13 @@ class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
         default=False, metadata={"help": "Kept False: the collator needs the cached image and caption columns."}
     )
 
+    def __post_init__(self):
+        super().__post_init__()
+        if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"--num_train_epochs {self.num_train_epochs:g} trains nothing: give a number above 0 (or --max_steps)"
+            )
+
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, MetricsArguments, CaptioningTrainingArguments)
 

@@ -38,11 +38,29 @@ def numeric_id(value) -> int | None:
     return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
 
 
-def clean_captions(captions) -> list[str]:
-    """Strips captions and drops empty or whitespace-only ones (COCO has a few stray spaces and newlines)."""
-    if isinstance(captions, str):
+def clean_captions(captions, where: str = "a caption") -> list[str]:
+    """Strips captions and drops empty or whitespace-only ones (COCO has a few stray spaces and newlines) and nulls
+    (counted by the callers). Anything else that is not text is an error naming `where`: a number or a list would
+    otherwise be trained on as the text "42" or "['a dog']"."""
+    if captions is None or isinstance(captions, str):
         captions = [captions]
-    return [" ".join(str(caption).split()) for caption in captions or [] if caption and str(caption).strip()]
+    cleaned = []
+    for caption in captions:
+        if caption is not None and not isinstance(caption, str):
+            shown = repr(caption) if len(repr(caption)) <= 60 else repr(caption)[:57] + "..."
+            raise DataSourceError(f"{where}: a caption must be text, not {type(caption).__name__} {shown}")
+        if caption is not None and caption.strip():
+            cleaned.append(" ".join(caption.split()))
+    return cleaned
+
+
+def count_null_captions(captions, where: str) -> None:
+    """Warns with the count of null captions (left out) in an iterable of captions or lists of captions."""
+    nulls = sum(
+        caption is None or (isinstance(caption, list) and any(item is None for item in caption))
+        for caption in captions
+    )
+    _warn_count(nulls, f"null captions in {where}: left out", ["null"])
 
 
 def safe_join(root: str, relative: str) -> str:
@@ -96,13 +114,14 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
         len(duplicates), f"image ids repeat in {annotation_file}'s images: the first entry is used", duplicates
     )
     seen = set()
+    count_null_captions((annotation["caption"] for annotation in coco.annotations), annotation_file)
     for image_id, image in zip(ids, images):
         if image_id in seen:
             continue  # captions are merged by id already
         seen.add(image_id)
         yield {
             "image": safe_join(image_dir, image["file_name"]),
-            "captions": clean_captions(captions.get(image_id)),
+            "captions": clean_captions(captions.get(image_id), f"{annotation_file}, image {image_id}"),
             "image_id": image_id,
             "numeric_id": numeric_id(image["id"]),
             "file_name": image["file_name"],
@@ -137,14 +156,22 @@ def load_coco(coco_dir: str, split: str, cache_dir: str | None = None) -> Datase
 
 
 def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mtime: float):
-    for image in entries(read_json(split_file), "images", split_file, ("filename",), "Karpathy's dataset_coco.json"):
+    images = entries(read_json(split_file), "images", split_file, ("filename",), "Karpathy's dataset_coco.json")
+    known = sorted({name for names in KARPATHY_SPLITS.values() for name in names})
+    unknown = [f"{image['filename']} ({image.get('split')!r})" for image in images if image.get("split") not in known]
+    _warn_count(len(unknown), f"images in {split_file} have a split that is none of {known}: left out", unknown)
+    count_null_captions((s.get("raw") for image in images for s in image.get("sentences", [])), split_file)
+    for image in images:
         if image.get("split") not in splits:
             continue
         relative = os.path.join(image.get("filepath", ""), image["filename"])
         source_id = image.get("cocoid", image.get("imgid", image["filename"]))
         yield {
             "image": safe_join(image_root, relative),
-            "captions": clean_captions(sentence.get("raw", "") for sentence in image.get("sentences", [])),
+            "captions": clean_captions(
+                [sentence.get("raw", "") for sentence in image.get("sentences", [])],
+                f"{split_file}, image {source_id}",
+            ),
             "image_id": str(source_id),
             "numeric_id": numeric_id(source_id),
             "file_name": image["filename"],
@@ -178,7 +205,7 @@ def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[li
     groups: OrderedDict = OrderedDict()
     for row, (image_id, caption) in enumerate(zip(image_ids, captions)):
         first, merged = groups.setdefault(image_id, (row, []))
-        merged.extend(clean_captions(caption))
+        merged.extend(clean_captions(caption, f"the row of image {image_id}"))
     return [first for first, _ in groups.values()], [merged for _, merged in groups.values()]
 
 
@@ -209,11 +236,13 @@ def to_image_rows(
             "pass --image_root, the folder its file names are relative to"
         )
     captions = dataset[caption_column]
+    count_null_captions(captions, where)
     if image_id_column is not None:
         first_rows, merged = _group_captions(captions, dataset[image_id_column])
         source_ids = [dataset[image_id_column][row] for row in first_rows]
     else:
-        first_rows, merged = list(range(len(dataset))), [clean_captions(c) for c in captions]
+        first_rows = list(range(len(dataset)))
+        merged = [clean_captions(c, f"{where}, row {row}") for row, c in zip(first_rows, captions)]
         source_ids = first_rows
     image_ids = [str(source_id) for source_id in source_ids]
     dataset = dataset.select(first_rows)

@@ -7,6 +7,7 @@ so that the pipeline loads with `trust_remote_code=True` where vitgpt2 is not in
 
 import io
 import os
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -23,7 +24,8 @@ class ImageLoadError(ValueError):
 
 
 def _too_large(name: str, error: Exception) -> ImageLoadError:
-    # PIL refuses images over 2 x MAX_IMAGE_PIXELS with DecompressionBombError, which is not an OSError.
+    # PIL refuses images over 2 x MAX_IMAGE_PIXELS with DecompressionBombError, which is not an OSError, and warns
+    # over 1 x MAX_IMAGE_PIXELS.
     return ImageLoadError(
         f"image {name} is over PIL's decompression-bomb limit ({error}); if it is a genuine photo, "
         "shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS in your script"
@@ -52,8 +54,11 @@ def open_image(image) -> PIL.Image.Image:
     else:
         raise ImageLoadError(f"cannot read an image from a {type(image).__name__}")
     try:
-        return PIL.Image.open(source)
-    except PIL.Image.DecompressionBombError as error:
+        # PIL only warns between 1x and 2x its limit and decodes the image in full: refuse it as over the limit
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            return PIL.Image.open(source)
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as error:
         raise _too_large(name, error) from error
     except (PIL.UnidentifiedImageError, OSError) as error:
         raise ImageLoadError(f"not a readable image: {name} ({error})") from error

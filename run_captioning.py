@@ -36,8 +36,15 @@ from vitgpt2.data.collator import CaptioningCollator
 from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_split
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
+from vitgpt2.errors import report_user_errors
 from vitgpt2.metrics import CaptionScorer
-from vitgpt2.model import attention_implementations, configure_special_tokens, load_captioner, pad_vocabulary
+from vitgpt2.model import (
+    attention_implementations,
+    check_captioner,
+    configure_special_tokens,
+    load_captioner,
+    pad_vocabulary,
+)
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
 from vitgpt2.trainer import CaptioningTrainer
@@ -98,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     # Model, tokenizer, image processor.
     source = model_args.model_name_or_path
     hub_kwargs = {**model_args.hub_kwargs(), "trust_remote_code": model_args.trust_remote_code}
+    if source is not None:
+        check_captioner(source, **hub_kwargs)
     image_processor = AutoImageProcessor.from_pretrained(source or model_args.encoder_model_name_or_path, **hub_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source or model_args.decoder_model_name_or_path, **hub_kwargs)
     model = load_captioner(
@@ -215,4 +224,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(report_user_errors(main, "run_captioning.py"))

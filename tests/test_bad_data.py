@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -483,3 +484,45 @@ def test_zero_epochs_is_an_error_not_an_untrained_model(monkeypatch, synthetic_c
     with pytest.raises(ValueError, match="--num_train_epochs 0 trains nothing"):
         _main(monkeypatch, [*_train_argv(synthetic_coco, tiny_models, output), "--num_train_epochs", "0"])
     assert not (output / "model.safetensors").exists() and not (output / "README.md").exists()
+
+
+def _script(argv: list[str], **env) -> subprocess.CompletedProcess:
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_captioning.py")
+    return subprocess.run(
+        [sys.executable, script, *argv], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
+
+
+def test_expected_errors_print_one_clean_paragraph_and_a_variable_brings_the_traceback(
+    synthetic_coco, tiny_models, tmp_path
+):
+    data = str(tmp_path / "coco")
+    shutil.copytree(synthetic_coco, data)
+    first = os.path.join(data, "train2017", sorted(os.listdir(os.path.join(data, "train2017")))[0])
+    _write(os.path.dirname(first), os.path.basename(first), b"not an image")
+    argv = [*_train_argv(data, tiny_models, tmp_path / "out"), "--max_train_samples", "4"]
+    result = _script(argv)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(rf"run_captioning.py: error: .*{re.escape(os.path.basename(first))}.*{SKIP_HINT}", result.stderr)
+    assert "Traceback" in _script(argv, VITGPT2_TRACEBACK="1").stderr
+    bad_argument = _script([*argv, "--captions_per_image", "0"])
+    assert bad_argument.returncode == 2 and "Traceback" not in bad_argument.stderr
+    assert "run_captioning.py: error: --captions_per_image must be at least 1, not 0" in bad_argument.stderr
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_a_folder_that_is_not_a_captioner_says_what_it_is(
+    tiny_models, part, monkeypatch, synthetic_coco, tmp_path, capsys
+):
+    from vitgpt2.cli import main as cli
+    from vitgpt2.model import NotACaptioner
+
+    folder = tiny_models[0 if part == "encoder" else 1]
+    kind = "vit" if part == "encoder" else "gpt2"
+    photo = _write(tmp_path, "photo.png", READABLE["one_pixel.png"]())
+    assert cli(["caption", photo, "--model", folder]) == 2
+    error = capsys.readouterr().err
+    assert f"holds a {kind} model" in error and "vision-encoder-decoder" in error and "Traceback" not in error
+    argv = [*_train_argv(synthetic_coco, tiny_models, tmp_path / "out"), "--model_name_or_path", folder]
+    with pytest.raises(NotACaptioner, match=f"holds a {kind} model.*--encoder_model_name_or_path"):
+        _main(monkeypatch, argv)

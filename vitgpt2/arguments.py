@@ -13,6 +13,7 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 from .data.preprocessing import BadImagePolicy
 from .data.views import check_captions_per_image
+from .errors import ArgumentError
 from .metrics.arguments import MetricsArguments
 
 # Literal types become the parser's choices, so a wrong value is refused with the allowed ones listed.
@@ -171,7 +172,7 @@ def _config_to_argv(path: str) -> list[str]:
     with open(path) as f:
         config = yaml.safe_load(f) if path.endswith((".yaml", ".yml")) else json.load(f)
     if not isinstance(config, dict):
-        raise ValueError(f"config file {path} must hold a mapping of argument names to values")
+        raise ArgumentError(f"config file {path} must hold a mapping of argument names to values")
     argv = []
     for key, value in config.items():
         if value is None:
@@ -186,4 +187,7 @@ def parse_args(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")) and os.path.isfile(argv[0]):
         argv = _config_to_argv(argv[0]) + argv[1:]
-    return HfArgumentParser(ARGUMENT_CLASSES).parse_args_into_dataclasses(args=argv)
+    try:
+        return HfArgumentParser(ARGUMENT_CLASSES).parse_args_into_dataclasses(args=argv)
+    except ValueError as error:  # the dataclasses' own checks (the parser reports unknown options itself)
+        raise ArgumentError(str(error)) from error

@@ -4,6 +4,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import report_user_errors
+
 # sub-command -> module in vitgpt2.commands; each module defines `register(subparsers)`, which adds its parser
 # and sets `func` (called with the parsed namespace, returning an exit code or None).
 COMMANDS = {
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra  # commands that wrap run_captioning.py pass these on to it
-    return int(args.func(args) or 0)
+    return report_user_errors(lambda: int(args.func(args) or 0), f"vitgpt2 {args.command}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import os
 
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
+from .model import check_captioner
 from .remote_code.pipeline import TASK, ImageCaptioningPipeline
 
 
@@ -27,6 +28,7 @@ def captioning_pipeline(
     if isinstance(model, (str, os.PathLike)):
         name = os.fspath(model)
         hub_kwargs = {"revision": revision, "token": token}
+        check_captioner(name, **hub_kwargs)
         model_kwargs = hub_kwargs if dtype is None else {**hub_kwargs, "dtype": dtype}
         model = VisionEncoderDecoderModel.from_pretrained(name, **model_kwargs)
         tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(name, **hub_kwargs)

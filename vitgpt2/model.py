@@ -2,7 +2,27 @@
 
 from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
 
+from .errors import UserError
 from .remote_code.text import ensure_pad_token
+
+
+class NotACaptioner(UserError, ValueError):
+    """A folder or Hub id given as a captioner that holds something else (or nothing)."""
+
+
+def check_captioner(name: str, **hub_kwargs) -> None:
+    """Raises `NotACaptioner`, saying what `name` holds instead, unless it is a VisionEncoderDecoder captioner."""
+    try:
+        config = AutoConfig.from_pretrained(name, **hub_kwargs)
+    except (OSError, ValueError) as error:
+        raise NotACaptioner(f"cannot load a captioner from {name}: {' '.join(str(error).split())}") from error
+    if config.model_type != VisionEncoderDecoderModel.config_class.model_type:
+        raise NotACaptioner(
+            f"{name} holds a {config.model_type} model ({type(config).__name__}), not a captioner. A captioner "
+            "folder, as run_captioning.py saves it, holds a vision-encoder-decoder config.json with its weights, the "
+            "tokenizer and the image processor. To join a separate encoder and decoder, give them with "
+            "--encoder_model_name_or_path and --decoder_model_name_or_path."
+        )
 
 
 def load_captioner(

@@ -4,10 +4,12 @@ import logging
 import os
 from functools import cached_property
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class BertScoreUnavailable(ValueError):
+class BertScoreUnavailable(UserError, ValueError):
     """The BERTScore model cannot be loaded (not downloaded, offline, or not a model); the message says what to do."""
 
 

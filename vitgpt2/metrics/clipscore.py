@@ -9,10 +9,12 @@ cuts at 77 and loses the end token. The CLIP model (`--clip_model`, a folder or 
 
 from functools import cached_property
 
+from ..errors import UserError
+
 WEIGHT = 2.5
 
 
-class ClipScoreUnavailable(ValueError):
+class ClipScoreUnavailable(UserError, ValueError):
     """The CLIP model cannot be loaded; the message says what to do."""
 
 

@@ -13,6 +13,7 @@ import os
 
 from huggingface_hub import HfApi, get_token
 
+from ..errors import UserError
 from .secrets import HUB_TOKEN_BYTES_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ TEXT_SUFFIXES = (".json", ".jsonl", ".txt", ".py", ".md")
 CHUNK_BYTES = 1 << 24
 
 
-class SecretInUploadError(RuntimeError):
+class SecretInUploadError(UserError, RuntimeError):
     """A file about to be uploaded holds an access token."""
 
 

@@ -24,7 +24,9 @@ def _checkpoint(output, step: int, state: str | None = STATE, weights: str | Non
     folder.mkdir(parents=True)
     if state is not None:
         (folder / "trainer_state.json").write_bytes(state.encode("utf-8", "surrogateescape"))
-    if weights is not None:
+    if weights == "model.safetensors":
+        save_file({"weight": torch.zeros(2)}, str(folder / weights))  # readable: a header and its data
+    elif weights is not None:
         (folder / weights).touch()
     return str(folder)
 
@@ -187,3 +189,37 @@ def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, synthetic_c
     with caplog.at_level(logging.WARNING):
         run_captioning.main()
     assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(
+    monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog
+):
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    argv = [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
+        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "2"])
+    run_captioning.main()
+    weights = output / "checkpoint-2" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a disk that filled up, a copy cut short
+    caplog.clear()
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "3"])
+    with caplog.at_level(logging.WARNING):
+        results = run_captioning.main()
+    assert f"ignoring damaged checkpoint {output / 'checkpoint-2'}: model.safetensors cannot be read" in caplog.text
+    assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
+    assert results["train_samples"] == 8 and (output / "checkpoint-3").is_dir()
+
+    from vitgpt2.checkpoints import DamagedCheckpoint
+
+    weights = output / "checkpoint-3" / "model.safetensors"  # a damaged checkpoint named explicitly: a clear error
+    weights.write_bytes(weights.read_bytes()[:1000])
+    resume = ["--max_steps", "4", "--resume_from_checkpoint", str(weights.parent)]
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, *resume])
+    with pytest.raises(
+        DamagedCheckpoint, match=r"checkpoint-3 is damaged: model.safetensors cannot be read.*--resume"
+    ):
+        run_captioning.main()

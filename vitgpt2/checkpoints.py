@@ -10,7 +10,14 @@ import logging
 import os
 import re
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
+
+
+class DamagedCheckpoint(UserError, ValueError):
+    """A checkpoint whose weights cannot be read."""
+
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -22,6 +29,26 @@ def _has_weights(checkpoint_dir: str) -> bool:
     if os.path.isdir(os.path.join(checkpoint_dir, _SHARDED_WEIGHTS)):
         return True
     return any(os.path.isfile(os.path.join(checkpoint_dir, name)) for name in _WEIGHTS)
+
+
+def weights_damage(checkpoint_dir: str) -> str | None:
+    """Why the checkpoint's safetensors weights cannot be read (truncated, corrupt), or None. Reads headers only."""
+    from safetensors import safe_open
+
+    names = ["model.safetensors"]
+    index = os.path.join(checkpoint_dir, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as f:
+            names = sorted(set(json.load(f).get("weight_map", {}).values()))
+    for name in names:
+        path = os.path.join(checkpoint_dir, name)
+        if os.path.isfile(path) or os.path.isfile(index):
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except Exception as error:  # safetensors raises its own error type, or OSError for a missing shard
+                return f"{name} cannot be read ({error})"
+    return None
 
 
 def is_complete(checkpoint_dir: str) -> bool:
@@ -44,9 +71,17 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
     )
     for _, name in steps:
         path = os.path.join(output_dir, name)
-        if os.path.isdir(path) and is_complete(path):
+        if not (os.path.isdir(path) and is_complete(path)):
+            logger.warning("ignoring incomplete checkpoint %s (interrupted while saving)", path)
+        elif damage := weights_damage(path):
+            logger.warning(
+                "ignoring damaged checkpoint %s: %s; resuming from the one before it. Delete the folder, or pass "
+                "--resume_from_checkpoint to choose one",
+                path,
+                damage,
+            )
+        else:
             return path
-        logger.warning("ignoring incomplete checkpoint %s (interrupted while saving)", path)
     return None
 
 
@@ -58,6 +93,11 @@ def load_model_weights(model, checkpoint_dir: str) -> None:
     `load_state_dict(strict=False)`, which leaves the encoder layers at their initial values with only a
     warning; loading through `from_pretrained` applies the translation.
     """
+    if damage := weights_damage(checkpoint_dir):
+        raise DamagedCheckpoint(
+            f"checkpoint {checkpoint_dir} is damaged: {damage}. Resume from another one (--resume_from_checkpoint "
+            "DIR), or delete this folder and run the same command again to resume from the last complete one"
+        )
     saved, info = type(model).from_pretrained(checkpoint_dir, output_loading_info=True)
     problems = {key: sorted(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[key]}
     if problems:

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer
 from transformers.trainer_utils import EvalPrediction
 
@@ -111,3 +112,36 @@ def test_trainer_evaluate_keeps_the_trainer_api(eval_trainer):
     metrics = trainer.evaluate()
     assert isinstance(metrics, dict) and "eval_hits" in metrics
     assert trainer.predict(view).predictions.shape[0] == len(view)
+
+
+def test_eval_loss_is_the_mean_over_images_however_they_are_batched(tiny_captioner_dir, synthetic_coco):
+    """10 images in batches of 4 (4, 4, 2) and of 3 (3, 3, 3, 1): the same eval_loss, the mean of per-image losses."""
+    from transformers import AutoImageProcessor, VisionEncoderDecoderModel
+
+    from vitgpt2.arguments import CaptioningTrainingArguments
+    from vitgpt2.data.collator import CaptioningCollator
+    from vitgpt2.data.preprocessing import preprocess
+    from vitgpt2.data.sources import load_coco
+    from vitgpt2.loss import per_image_loss
+    from vitgpt2.trainer import CaptioningTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_captioner_dir)
+    image_processor = AutoImageProcessor.from_pretrained(tiny_captioner_dir)
+    split = load_coco(synthetic_coco, "validation").select(range(10))
+    view = ImagesWithReferences(preprocess(split, image_processor, tokenizer, max_target_length=16))
+    model = VisionEncoderDecoderModel.from_pretrained(tiny_captioner_dir).eval()
+    collator = CaptioningCollator(image_processor)
+    batch = collator([view[i] for i in range(len(view))])
+    with torch.no_grad():
+        expected = per_image_loss(model, batch["pixel_values"], batch["labels"]).mean().item()
+    losses = []
+    for batch_size in (4, 3):
+        args = CaptioningTrainingArguments(
+            output_dir=os.path.join(os.path.dirname(tiny_captioner_dir), f"b{batch_size}"),
+            per_device_eval_batch_size=batch_size,
+            report_to="none",
+            predict_with_generate=False,
+        )
+        trainer = CaptioningTrainer(model=model, args=args, processing_class=tokenizer, data_collator=collator)
+        losses.append(trainer.evaluate(view)["eval_loss"])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6) == pytest.approx(expected, abs=1e-5)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from transformers import Seq2SeqTrainer
 
 from .checkpoints import load_model_weights
@@ -88,6 +89,7 @@ class CaptioningTrainer(Seq2SeqTrainer):
 
     def __init__(self, *args, scorer=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self._image_losses: list[tuple[int, float]] = []  # (image index, loss) of the evaluation under way
         self.metrics_hook = CaptionMetricsHook(self.processing_class, scorer) if scorer is not None else None
         self.compute_metrics = self.metrics_hook
 
@@ -122,16 +124,32 @@ class CaptioningTrainer(Seq2SeqTrainer):
         inputs = self._prepare_inputs(inputs)
         loss = None
         if labels is not None:
-            # The mean of per-image losses: the Trainer averages batch losses weighted by batch size, so
-            # eval_loss is then the same however images are batched or spread over processes.
             with torch.no_grad(), self.compute_loss_context_manager():
-                loss = per_image_loss(model, inputs["pixel_values"], labels.to(self.args.device)).mean().detach()
+                losses = per_image_loss(model, inputs["pixel_values"], labels.to(self.args.device)).detach()
+            loss = losses.mean()
+            if image_index is not None:
+                self._image_losses.extend(zip(image_index.tolist(), losses.float().tolist()))
         if prediction_loss_only or not self.args.predict_with_generate or image_index is None:
             return loss, None, None
         _, generated, _ = super().prediction_step(
             model, inputs, prediction_loss_only=False, ignore_keys=ignore_keys, **gen_kwargs
         )
         return loss, generated, image_index.to(generated.device)[:, None]
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        # The Trainer's eval_loss is a mean of batch means weighted by the full batch size, so a short last batch
+        # counts as a full one: eval_loss is the mean over images instead, the same however images are batched or
+        # spread over processes (the distributed sampler's repeated images counted once).
+        self._image_losses = []
+        output = super().evaluation_loop(
+            dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+        losses = gather_object(self._image_losses) if self.accelerator.num_processes > 1 else self._image_losses
+        if losses:
+            output.metrics[f"{metric_key_prefix}_loss"] = float(np.mean(list(dict(losses).values())))
+        return output
 
     def _scored(self, run, dataset, prefix: str):
         """(what `run` returns, the per-image records it scored): `run` is the Trainer's `evaluate` or `predict` over

@@ -27,6 +27,7 @@ import logging
 import sys
 
 import datasets
+import torch
 import transformers
 from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
@@ -36,6 +37,7 @@ from vitgpt2.data.collator import CaptioningCollator
 from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_split
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
+from vitgpt2.disk_space import warn_if_short
 from vitgpt2.errors import report_user_errors
 from vitgpt2.metrics import CaptionScorer
 from vitgpt2.model import (
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     records, shown = [], None
     # Training.
     if training_args.do_train:
+        if training_args.save_strategy != "no" and trainer.is_world_process_zero():
+            warn_if_short(training_args.output_dir, model, training_args.save_total_limit)
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model()
         metrics = {
@@ -220,6 +224,10 @@ def main(argv: list[str] | None = None) -> dict:
             push=push,
             token=hub_token,
         )
+    # Each process ends its process group itself: left to interpreter teardown, rank 1 sometimes aborted after
+    # saving ("terminate called without an active exception"), failing a finished run.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return results
 
 

@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+import re
 import sys
 
 import pytest
@@ -223,3 +224,40 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(
         DamagedCheckpoint, match=r"checkpoint-3 is damaged: model.safetensors cannot be read.*--resume"
     ):
         run_captioning.main()
+
+
+def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(
+    monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog
+):
+    from types import SimpleNamespace
+
+    from vitgpt2 import disk_space
+    from vitgpt2.disk_space import DiskFull
+
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    argv = [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
+        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
+        "--max_steps", "2", "--save_total_limit", "3",
+    ]  # fmt: skip
+    monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda folder: SimpleNamespace(free=1_000_000))
+
+    def full(*args, **kwargs):  # what torch.save raises when the disk fills up mid-file
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 960")
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(
+            DiskFull,
+            match=r"no space left on the disk of .*1,000,000 bytes free, a checkpoint takes about [\d,]+\. Free space",
+        ),
+    ):
+        run_captioning.main()
+    assert re.search(r"has 1,000,000 bytes free, and 3 checkpoints take about [\d,]+", caplog.text)  # warned first
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
+    assert run_captioning.main()["train_samples"] == 8 and (output / "checkpoint-2" / "trainer_state.json").is_file()

@@ -13,6 +13,7 @@ from transformers import Seq2SeqTrainer
 
 from .checkpoints import load_model_weights
 from .data.views import ImagesWithReferences
+from .disk_space import disk_full, is_disk_full
 from .loss import IGNORE_INDEX, caption_loss, per_image_loss
 from .remote_code.text import decode_captions
 
@@ -102,6 +103,14 @@ class CaptioningTrainer(Seq2SeqTrainer):
             # `num_items_in_batch` counts tokens on every process; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial):
+        try:
+            return super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as error:
+            if is_disk_full(error):
+                raise disk_full(error, self.args.output_dir, self.model) from error
+            raise
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # transformers 5 resumes with load_state_dict(strict=False), which skips the ViT weights save_pretrained

@@ -137,7 +137,17 @@ def main(argv: list[str] | None = None) -> dict:
                 bad_images=data_args.bad_images,
                 desc=f"preprocessing {role} images",
             )
-    left_out = {role: len(raw[role]) - len(processed[role]) for role in processed}  # unreadable or uncaptioned
+    # What each split left out, for its metrics: unreadable or uncaptioned images, null or empty captions.
+    left_out = {
+        role: {
+            f"{role}_images_left_out": len(raw[role]) - len(processed[role]),
+            f"{role}_captions_left_out": sum(raw[role]["captions_left_out"]),
+        }
+        for role in processed
+    }
+    for role, counts in left_out.items():
+        if counts[f"{role}_captions_left_out"]:
+            logger.warning("%s: left out %d null or empty captions", role, counts[f"{role}_captions_left_out"])
     train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
     views = {role: ImagesWithReferences(processed[role]) for role in ("eval", "predict") if role in processed}
     eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             **train_result.metrics,
             "train_samples": len(processed["train"]),
             "train_pairs": train_dataset.num_captions,
-            "train_images_left_out": left_out["train"],
+            **left_out["train"],
         }
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
@@ -193,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Evaluation: one caption per image, scored against all of its references.
     if training_args.do_eval:
         evaluation = trainer.evaluate_captions(metric_key_prefix="eval")
-        metrics = {**evaluation.metrics, "eval_samples": len(eval_dataset), "eval_images_left_out": left_out["eval"]}
+        metrics = {**evaluation.metrics, "eval_samples": len(eval_dataset), **left_out["eval"]}
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
     if training_args.do_predict:
         prediction = trainer.predict_captions(predict_dataset, metric_key_prefix="predict")
         metrics = {**prediction.metrics, "predict_samples": len(predict_dataset)}
-        metrics["predict_images_left_out"] = left_out["predict"]
+        metrics.update(left_out["predict"])
         trainer.log_metrics("predict", metrics)
         trainer.save_metrics("predict", metrics)
         results.update(metrics)

@@ -96,6 +96,7 @@ def _rows(paths: list[str], captions: list[list[str]] | None = None) -> Dataset:
             "captions": captions,
             "image_id": [str(i) for i in range(len(paths))],
             "numeric_id": list(range(len(paths))),
+            "captions_left_out": [0] * len(paths),
             "file_name": [os.path.basename(path) for path in paths],
         },
         features=FEATURES,
@@ -340,16 +341,21 @@ def test_captions_that_are_not_text_are_errors_naming_the_image(tmp_path, captio
         load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
 
 
-def test_null_captions_are_left_out_and_counted(tmp_path, caplog):
+def test_null_and_empty_captions_are_left_out_and_counted_in_all_results(monkeypatch, tiny_models, tmp_path):
     images = [{"id": 1, "file_name": "1.jpg"}]
     annotations = [
         {"image_id": 1, "caption": None},
         {"image_id": 1, "caption": "a cat"},
-        {"image_id": 1, "caption": None},
+        {"image_id": 1, "caption": " "},
     ]
     rows = load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
-    assert rows["captions"] == [["a cat"]]
-    assert re.search(r"2 null captions in \S+captions_train2017.json: left out", caplog.text)
+    assert rows["captions"] == [["a cat"]] and rows["captions_left_out"] == [2]
+
+    root = _caption_set(tmp_path / "set", {1: ["a red circle", None], 2: ["two dogs", "  ", None], 3: ["a cat"]})
+    output = tmp_path / "out"
+    results = _main(monkeypatch, _train_argv(root, tiny_models, output))
+    assert results["train_captions_left_out"] == 3 and results["train_pairs"] == 3
+    assert json.loads((output / "all_results.json").read_text())["train_captions_left_out"] == 3
 
 
 def test_hub_captions_that_are_not_text_name_the_row():
@@ -358,7 +364,7 @@ def test_hub_captions_that_are_not_text_name_the_row():
         to_image_rows(rows, "image", "text", image_root="/images")
 
 
-def test_a_karpathy_split_typo_is_counted_not_silently_dropped(tmp_path, caplog):
+def test_a_karpathy_split_typo_is_an_error_naming_the_image(tmp_path):
     split_file = tmp_path / "dataset_coco.json"
     sentences = [{"raw": "a dog"}]
     images = [
@@ -366,9 +372,11 @@ def test_a_karpathy_split_typo_is_counted_not_silently_dropped(tmp_path, caplog)
         {"filename": "b.jpg", "filepath": "val2014", "split": "trian", "sentences": sentences, "cocoid": 2},
     ]
     split_file.write_text(json.dumps({"images": images}))
-    rows = load_karpathy(str(split_file), str(tmp_path), "train", str(tmp_path / "cache"))
-    assert rows["numeric_id"] == [1]
-    assert "1 images in" in caplog.text and "b.jpg ('trian')" in caplog.text
+    with pytest.raises(
+        DataSourceError,
+        match=r"1 images have a split that is none of \['restval', 'test', 'train', 'val'\], e.g. b.jpg \('trian'\)",
+    ):
+        load_karpathy(str(split_file), str(tmp_path), "train", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ def _rows(images, captions):
             "captions": captions,
             "image_id": [str(i) for i in range(len(images))],
             "numeric_id": list(range(len(images))),
+            "captions_left_out": [0] * len(images),
             "file_name": [f"{i}.jpg" for i in range(len(images))],
         },
         features=FEATURES,

@@ -12,7 +12,7 @@ from vitgpt2.data.sources import DataSourceError, load_coco, load_hub, load_karp
 def test_coco_layout_gives_one_row_per_image_with_all_captions(synthetic_coco, tmp_path):
     train = load_coco(synthetic_coco, "train", cache_dir=str(tmp_path))
     assert len(train) == 40
-    assert set(train.column_names) == {"image", "captions", "image_id", "numeric_id", "file_name"}
+    assert set(train.column_names) == {"image", "captions", "image_id", "numeric_id", "file_name", "captions_left_out"}
     assert train["numeric_id"] == [int(image_id) for image_id in train["image_id"]]  # COCO's ids are integers
     assert all(len(captions) == 5 for captions in train["captions"])
     row = train[0]

@@ -127,6 +127,7 @@ def preprocess(
             "image_id": Value("string"),
             "numeric_id": Value("int64"),
             "file_name": Value("string"),
+            "captions_left_out": Value("int32"),
             "problem": Value("string"),
             "reason": Value("string"),
         }

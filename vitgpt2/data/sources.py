@@ -28,6 +28,7 @@ FEATURES = Features(
         "image_id": Value("string"),
         "numeric_id": Value("int64"),
         "file_name": Value("string"),
+        "captions_left_out": Value("int32"),  # null, empty or whitespace-only captions of the image
     }
 )
 COCO_SPLITS = {"train": "train2017", "validation": "val2017"}
@@ -54,13 +55,15 @@ def clean_captions(captions, where: str = "a caption") -> list[str]:
     return cleaned
 
 
-def count_null_captions(captions, where: str) -> None:
-    """Warns with the count of null captions (left out) in an iterable of captions or lists of captions."""
-    nulls = sum(
-        caption is None or (isinstance(caption, list) and any(item is None for item in caption))
-        for caption in captions
+def dropped(raw_captions) -> int:
+    """How many of an image's captions `clean_captions` leaves out (null, empty or whitespace only)."""
+    if raw_captions is None or isinstance(raw_captions, str):
+        raw_captions = [raw_captions]
+    return sum(
+        caption is None or not caption.strip()
+        for caption in raw_captions
+        if caption is None or isinstance(caption, str)
     )
-    _warn_count(nulls, f"null captions in {where}: left out", ["null"])
 
 
 def safe_join(root: str, relative: str) -> str:
@@ -114,7 +117,6 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
         len(duplicates), f"image ids repeat in {annotation_file}'s images: the first entry is used", duplicates
     )
     seen = set()
-    count_null_captions((annotation["caption"] for annotation in coco.annotations), annotation_file)
     for image_id, image in zip(ids, images):
         if image_id in seen:
             continue  # captions are merged by id already
@@ -122,6 +124,7 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
         yield {
             "image": safe_join(image_dir, image["file_name"]),
             "captions": clean_captions(captions.get(image_id), f"{annotation_file}, image {image_id}"),
+            "captions_left_out": dropped(captions.get(image_id, [])),
             "image_id": image_id,
             "numeric_id": numeric_id(image["id"]),
             "file_name": image["file_name"],
@@ -159,19 +162,20 @@ def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mt
     images = entries(read_json(split_file), "images", split_file, ("filename",), "Karpathy's dataset_coco.json")
     known = sorted({name for names in KARPATHY_SPLITS.values() for name in names})
     unknown = [f"{image['filename']} ({image.get('split')!r})" for image in images if image.get("split") not in known]
-    _warn_count(len(unknown), f"images in {split_file} have a split that is none of {known}: left out", unknown)
-    count_null_captions((s.get("raw") for image in images for s in image.get("sentences", [])), split_file)
+    if unknown:  # a typo would otherwise drop the image from every split without a word
+        raise DataSourceError(
+            f"{split_file}: {len(unknown)} images have a split that is none of {known}, e.g. {', '.join(unknown[:5])}"
+        )
     for image in images:
         if image.get("split") not in splits:
             continue
         relative = os.path.join(image.get("filepath", ""), image["filename"])
         source_id = image.get("cocoid", image.get("imgid", image["filename"]))
+        raw_captions = [sentence.get("raw", "") for sentence in image.get("sentences", [])]
         yield {
             "image": safe_join(image_root, relative),
-            "captions": clean_captions(
-                [sentence.get("raw", "") for sentence in image.get("sentences", [])],
-                f"{split_file}, image {source_id}",
-            ),
+            "captions": clean_captions(raw_captions, f"{split_file}, image {source_id}"),
+            "captions_left_out": dropped(raw_captions),
             "image_id": str(source_id),
             "numeric_id": numeric_id(source_id),
             "file_name": image["filename"],
@@ -200,13 +204,18 @@ def _check_columns(dataset: Dataset, wanted: dict[str, str | None], where: str) 
             )
 
 
-def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[list[str]]]:
-    """First row index and merged captions of each distinct image id, in order of first appearance."""
+def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[list[str]], list[int]]:
+    """First row index, merged captions and captions left out of each distinct image id, in order of appearance."""
     groups: OrderedDict = OrderedDict()
     for row, (image_id, caption) in enumerate(zip(image_ids, captions)):
-        first, merged = groups.setdefault(image_id, (row, []))
+        first, merged, left_out = groups.setdefault(image_id, (row, [], [0]))
         merged.extend(clean_captions(caption, f"the row of image {image_id}"))
-    return [first for first, _ in groups.values()], [merged for _, merged in groups.values()]
+        left_out[0] += dropped(caption)
+    return (
+        [first for first, _, _ in groups.values()],
+        [merged for _, merged, _ in groups.values()],
+        [left_out[0] for _, _, left_out in groups.values()],
+    )
 
 
 def to_image_rows(
@@ -236,13 +245,13 @@ def to_image_rows(
             "pass --image_root, the folder its file names are relative to"
         )
     captions = dataset[caption_column]
-    count_null_captions(captions, where)
     if image_id_column is not None:
-        first_rows, merged = _group_captions(captions, dataset[image_id_column])
+        first_rows, merged, left_out = _group_captions(captions, dataset[image_id_column])
         source_ids = [dataset[image_id_column][row] for row in first_rows]
     else:
         first_rows = list(range(len(dataset)))
         merged = [clean_captions(c, f"{where}, row {row}") for row, c in zip(first_rows, captions)]
+        left_out = [dropped(c) for c in captions]
         source_ids = first_rows
     image_ids = [str(source_id) for source_id in source_ids]
     dataset = dataset.select(first_rows)
@@ -259,6 +268,7 @@ def to_image_rows(
             "captions": [merged[i] for i in indices],
             "image_id": [image_ids[i] for i in indices],
             "numeric_id": [numeric_id(source_ids[i]) for i in indices],
+            "captions_left_out": [left_out[i] for i in indices],
             "file_name": names,
         }
 

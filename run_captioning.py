@@ -234,11 +234,15 @@ def main(argv: list[str] | None = None) -> dict:
             push=push,
             token=hub_token,
         )
-    # Each process ends its process group itself: left to interpreter teardown, rank 1 sometimes aborted after
-    # saving ("terminate called without an active exception"), failing a finished run.
+    end_process_group()
+    return results
+
+
+def end_process_group() -> None:
+    """Each process ends its process group itself: left to interpreter teardown, rank 1 sometimes aborted after
+    saving ("terminate called without an active exception"), failing a finished run."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    return results
 
 
 if __name__ == "__main__":

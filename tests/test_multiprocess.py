@@ -56,3 +56,25 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_coco, t
     for key in ("eval_bleu", "eval_rouge1", "eval_rougeL", "eval_cider", "eval_gen_len", "eval_samples"):
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
+
+
+def test_main_ends_the_process_group_it_ran_in(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+    import torch.distributed as dist
+
+    import run_captioning
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    run_captioning.end_process_group()
+    assert not dist.is_initialized()
+
+    ended = []
+    monkeypatch.setattr(run_captioning, "end_process_group", lambda: ended.append(True))
+    encoder, decoder = tiny_models
+    argv = [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", synthetic_coco,
+        "--output_dir", str(tmp_path / "out"), "--do_train", "--max_steps", "1", "--max_train_samples", "4",
+        "--report_to", "none", "--save_strategy", "no",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
+    run_captioning.main()
+    assert ended == [True]

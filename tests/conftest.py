@@ -42,6 +42,20 @@ def captioner(tiny_models):
 
 
 @pytest.fixture(scope="session")
+def train_argv(synthetic_coco, tiny_models):
+    """`train_argv(output_dir, data=synthetic_coco)`: run_captioning.py arguments that train the tiny models."""
+    encoder, decoder = tiny_models
+
+    def build(output_dir, data: str = synthetic_coco) -> list[str]:
+        return [
+            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", data,
+            "--output_dir", str(output_dir), "--do_train", "--report_to", "none",
+        ]  # fmt: skip
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory) -> str:
     """A CLIP model + processor folder in hub layout, random weights, for CLIPScore."""
     from vitgpt2.offline.tiny_models import write_tiny_clip
@@ -55,6 +69,30 @@ def minilm() -> str:
     from vitgpt2.offline.models import minilm_path
 
     return minilm_path()
+
+
+def _source_rows(images: list, captions: list[list[str]] | None = None):
+    """Rows as the sources give them (`vitgpt2.data.sources.FEATURES`): image i is `images[i]` (a path), id "i"."""
+    from datasets import Dataset
+
+    from vitgpt2.data.sources import FEATURES
+
+    captions = captions if captions is not None else [["a picture"]] * len(images)
+    columns = {
+        "image": images,
+        "captions": captions,
+        "image_id": [str(i) for i in range(len(images))],
+        "numeric_id": list(range(len(images))),
+        "captions_left_out": [0] * len(images),
+        "file_name": [os.path.basename(str(image)) for image in images],
+    }
+    return Dataset.from_dict(columns, features=FEATURES)
+
+
+@pytest.fixture(scope="session")
+def source_rows():
+    """`source_rows(images, captions=None)`: a split as the sources give it, one row per image path."""
+    return _source_rows
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import run_captioning
 from vitgpt2.data.coco_json import captions_file, write_captions_file
 from vitgpt2.data.errors import BadImageError, DataSourceError
 from vitgpt2.data.preprocessing import preprocess
-from vitgpt2.data.sources import FEATURES, load_coco, load_karpathy, to_image_rows
+from vitgpt2.data.sources import load_coco, load_karpathy, to_image_rows
 from vitgpt2.remote_code.images import ImageLoadError, load_rgb
 
 SKIP_HINT = "--bad_images skip"
@@ -88,50 +88,37 @@ def _write(folder, name: str, data: bytes | None) -> str:
     return path
 
 
-def _rows(paths: list[str], captions: list[list[str]] | None = None) -> Dataset:
-    captions = captions if captions is not None else [["a picture"]] * len(paths)
-    return Dataset.from_dict(
-        {
-            "image": paths,
-            "captions": captions,
-            "image_id": [str(i) for i in range(len(paths))],
-            "numeric_id": list(range(len(paths))),
-            "captions_left_out": [0] * len(paths),
-            "file_name": [os.path.basename(path) for path in paths],
-        },
-        features=FEATURES,
-    )
-
-
 # --- images ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", READABLE)
-def test_unusual_but_valid_images_are_used(name, processors, tmp_path):
+def test_unusual_but_valid_images_are_used(source_rows, name, processors, tmp_path):
     image_processor, tokenizer = processors
     path = _write(tmp_path, name, READABLE[name]())
-    processed = preprocess(_rows([path]), image_processor, tokenizer)  # default policy: error
+    processed = preprocess(source_rows([path]), image_processor, tokenizer)  # default policy: error
     assert processed.features["pixel_values"].dtype == "uint8"
     pixels = np.asarray(processed.with_format("numpy")["pixel_values"])
     assert pixels.shape == (1, 3, 32, 32) and pixels.max() > 0  # decoded, not the blank left for a skip
 
 
 @pytest.mark.parametrize("name", UNREADABLE)
-def test_unreadable_image_stops_before_training_naming_the_file(name, processors, tmp_path, small_bomb_limit):
+def test_unreadable_image_stops_before_training_naming_the_file(
+    source_rows, name, processors, tmp_path, small_bomb_limit
+):
     image_processor, tokenizer = processors
     make, reason = UNREADABLE[name]
     good = _write(tmp_path, "good.png", READABLE["one_pixel.png"]())
-    rows = _rows([good, _write(tmp_path, name, make())])
+    rows = source_rows([good, _write(tmp_path, name, make())])
     with pytest.raises(BadImageError, match=rf"image 1 \({re.escape(name)}\).*{reason}.*{SKIP_HINT}"):
         preprocess(rows, image_processor, tokenizer)
 
 
 @pytest.mark.parametrize("name", UNREADABLE)
-def test_unreadable_image_is_counted_and_skipped(name, processors, tmp_path, small_bomb_limit, caplog):
+def test_unreadable_image_is_counted_and_skipped(source_rows, name, processors, tmp_path, small_bomb_limit, caplog):
     image_processor, tokenizer = processors
     make, reason = UNREADABLE[name]
     good = _write(tmp_path, "good.png", READABLE["one_pixel.png"]())
-    rows = _rows([good, _write(tmp_path, name, make()), good])
+    rows = source_rows([good, _write(tmp_path, name, make()), good])
     processed = preprocess(rows, image_processor, tokenizer, bad_images="skip", desc="train")
     assert processed["image_id"] == ["0", "2"]
     summaries = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
@@ -157,17 +144,17 @@ def test_no_image_in_a_row_is_an_image_load_error():
             load_rgb(empty)
 
 
-def test_a_split_where_nothing_is_usable_stops_even_when_skipping(processors, tmp_path):
+def test_a_split_where_nothing_is_usable_stops_even_when_skipping(source_rows, processors, tmp_path):
     image_processor, tokenizer = processors
-    rows = _rows([_write(tmp_path, "a.jpg", b""), str(tmp_path / "b.jpg")])
+    rows = source_rows([_write(tmp_path, "a.jpg", b""), str(tmp_path / "b.jpg")])
     with pytest.raises(BadImageError, match=r"no usable image: .*left out 2 of 2 images \(2 unreadable"):
         preprocess(rows, image_processor, tokenizer, bad_images="skip")
 
 
-def test_an_empty_split_is_a_clear_error(processors):
+def test_an_empty_split_is_a_clear_error(source_rows, processors):
     image_processor, tokenizer = processors
     with pytest.raises(DataSourceError, match="train: the dataset has no images"):
-        preprocess(_rows([]), image_processor, tokenizer, desc="train")
+        preprocess(source_rows([]), image_processor, tokenizer, desc="train")
 
 
 # --- captions -------------------------------------------------------------------------------------------
@@ -480,11 +467,13 @@ def test_the_cache_notices_image_files_that_change_between_runs(monkeypatch, syn
         _main(monkeypatch, argv)
 
 
-def test_an_image_between_one_and_two_times_the_bomb_limit_is_listed_too(processors, tmp_path, small_bomb_limit):
+def test_an_image_between_one_and_two_times_the_bomb_limit_is_listed_too(
+    source_rows, processors, tmp_path, small_bomb_limit
+):
     image_processor, tokenizer = processors
     path = _write(tmp_path, "large.png", _encoded(PIL.Image.new("RGB", (50, 30)), format="PNG"))  # 1,500 px: 1.5x
     with pytest.raises(BadImageError, match=r"large.png.*decompression-bomb"):
-        preprocess(_rows([path]), image_processor, tokenizer)
+        preprocess(source_rows([path]), image_processor, tokenizer)
 
 
 def test_zero_epochs_is_an_error_not_an_untrained_model(monkeypatch, synthetic_coco, tiny_models, tmp_path):

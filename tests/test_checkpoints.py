@@ -175,14 +175,10 @@ def test_load_best_model_at_end_restores_every_parameter_of_the_best_checkpoint(
     assert [key for key in final if not torch.equal(final[key], chosen[key])] == []
 
 
-def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog):
-    encoder, decoder = tiny_models
+def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, train_argv, tmp_path, caplog):
     output = tmp_path / "out"
-    argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
-        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
-        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
-    ]  # fmt: skip
+    argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
+    argv += ["--save_strategy", "steps", "--save_steps", "1"]
     monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "1"])
     run_captioning.main()
     caplog.clear()
@@ -192,16 +188,10 @@ def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, synthetic_c
     assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
 
 
-def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(
-    monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog
-):
-    encoder, decoder = tiny_models
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(monkeypatch, train_argv, tmp_path, caplog):
     output = tmp_path / "out"
-    argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
-        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
-        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
-    ]  # fmt: skip
+    argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
+    argv += ["--save_strategy", "steps", "--save_steps", "1"]
     monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "2"])
     run_captioning.main()
     weights = output / "checkpoint-2" / "model.safetensors"
@@ -226,22 +216,16 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(
         run_captioning.main()
 
 
-def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(
-    monkeypatch, synthetic_coco, tiny_models, tmp_path, caplog
-):
+def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(monkeypatch, train_argv, tmp_path, caplog):
     from types import SimpleNamespace
 
     from vitgpt2 import disk_space
     from vitgpt2.disk_space import DiskFull
 
-    encoder, decoder = tiny_models
     output = tmp_path / "out"
-    argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
-        "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_train_samples", "8",
-        "--per_device_train_batch_size", "4", "--report_to", "none", "--save_strategy", "steps", "--save_steps", "1",
-        "--max_steps", "2", "--save_total_limit", "3",
-    ]  # fmt: skip
+    argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
+    argv += ["--save_strategy", "steps", "--save_steps", "1"]
+    argv += ["--max_steps", "2", "--save_total_limit", "3"]
     monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda folder: SimpleNamespace(free=1_000_000))
 
     def full(*args, **kwargs):  # what torch.save raises when the disk fills up mid-file

@@ -58,7 +58,7 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_coco, t
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
 
 
-def test_main_ends_the_process_group_it_ran_in(monkeypatch, synthetic_coco, tiny_models, tmp_path):
+def test_main_ends_the_process_group_it_ran_in(monkeypatch, train_argv, tmp_path):
     import torch.distributed as dist
 
     import run_captioning
@@ -69,12 +69,7 @@ def test_main_ends_the_process_group_it_ran_in(monkeypatch, synthetic_coco, tiny
 
     ended = []
     monkeypatch.setattr(run_captioning, "end_process_group", lambda: ended.append(True))
-    encoder, decoder = tiny_models
-    argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", synthetic_coco,
-        "--output_dir", str(tmp_path / "out"), "--do_train", "--max_steps", "1", "--max_train_samples", "4",
-        "--report_to", "none", "--save_strategy", "no",
-    ]  # fmt: skip
+    argv = [*train_argv(tmp_path / "out"), "--max_steps", "1", "--max_train_samples", "4", "--save_strategy", "no"]
     monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
     run_captioning.main()
     assert ended == [True]

@@ -267,29 +267,24 @@ def test_other_sources_train_and_evaluate_like_coco(monkeypatch, synthetic_coco,
     assert len(records) == 12 and all(len(r["references"]) == 5 for r in records)
 
 
-def test_training_only_with_default_metrics_never_touches_bertscore_offline(
-    monkeypatch, synthetic_coco, tiny_models, tmp_path
-):
+def test_training_only_with_default_metrics_never_touches_bertscore_offline(monkeypatch, train_argv, tmp_path):
     """The default metrics include BERTScore with roberta-large, which this machine can't download: a run that
     never evaluates must not need it."""
-    encoder, decoder = tiny_models
     argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", synthetic_coco,
-        "--output_dir", str(tmp_path / "out"), "--do_train", "--max_train_samples", "8", "--num_train_epochs", "1",
-        "--report_to", "none", "--save_strategy", "no",
-    ]  # fmt: skip
+        *train_argv(tmp_path / "out"),
+        "--max_train_samples",
+        "8",
+        "--num_train_epochs",
+        "1",
+        "--save_strategy",
+        "no",
+    ]
     results = _run(monkeypatch, argv)
     assert results["train_samples"] == 8 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
-def test_an_unavailable_bertscore_model_stops_an_evaluating_run_before_training(
-    monkeypatch, synthetic_coco, tiny_models, tmp_path
-):
-    encoder, decoder = tiny_models
-    argv = [
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", synthetic_coco,
-        "--output_dir", str(tmp_path / "out"), "--do_train", "--do_eval", "--report_to", "none",
-    ]  # fmt: skip
+def test_an_unavailable_bertscore_model_stops_an_evaluating_run_before_training(monkeypatch, train_argv, tmp_path):
+    argv = [*train_argv(tmp_path / "out"), "--do_eval"]
     with pytest.raises(ValueError, match=r"roberta-large.*--bertscore_model DIR.*--metrics bleu,rouge,cider"):
         _run(monkeypatch, argv)
     assert not (tmp_path / "out" / "model.safetensors").exists()  # stopped before any training

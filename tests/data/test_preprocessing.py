@@ -1,11 +1,10 @@
 import numpy as np
 import PIL.Image
 import pytest
-from datasets import Dataset
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from vitgpt2.data.preprocessing import BadImageError, preprocess, tokenize_captions
-from vitgpt2.data.sources import FEATURES, load_coco
+from vitgpt2.data.sources import load_coco
 
 
 @pytest.fixture(scope="module")
@@ -46,54 +45,44 @@ def test_every_caption_ends_with_eos_even_when_truncated(processors):
     assert len(ids[1]) == 16 and eos not in ids[0][:-1]
 
 
-def _rows(images, captions):
-    return Dataset.from_dict(
-        {
-            "image": images,
-            "captions": captions,
-            "image_id": [str(i) for i in range(len(images))],
-            "numeric_id": list(range(len(images))),
-            "captions_left_out": [0] * len(images),
-            "file_name": [f"{i}.jpg" for i in range(len(images))],
-        },
-        features=FEATURES,
-    )
-
-
-def test_bad_images_stop_before_training_naming_the_file(processors, tmp_path):
+def test_bad_images_stop_before_training_naming_the_file(source_rows, processors, tmp_path):
     image_processor, tokenizer = processors
     good = tmp_path / "good.jpg"
     PIL.Image.new("RGB", (40, 40)).save(good)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")
-    rows = _rows([str(good), str(broken)], [["a"], ["b"]])
-    with pytest.raises(BadImageError, match=r"image 1 \(1.jpg\).*--bad_images skip"):
+    rows = source_rows([str(good), str(broken)], [["a"], ["b"]])
+    with pytest.raises(BadImageError, match=r"image 1 \(broken.jpg\).*--bad_images skip"):
         preprocess(rows, image_processor, tokenizer)
 
 
-def test_skip_policy_counts_and_leaves_out_bad_images_and_images_without_captions(processors, tmp_path, caplog):
+def test_skip_policy_counts_and_leaves_out_bad_images_and_images_without_captions(
+    source_rows, processors, tmp_path, caplog
+):
     image_processor, tokenizer = processors
     good = tmp_path / "good.png"
     PIL.Image.new("RGBA", (40, 40)).save(good)
-    rows = _rows([str(good), str(tmp_path / "missing.jpg"), str(good)], [["a"], ["b"], []])
+    rows = source_rows([str(good), str(tmp_path / "missing.jpg"), str(good)], [["a"], ["b"], []])
     processed = preprocess(rows, image_processor, tokenizer, bad_images="skip")
     assert processed["image_id"] == ["0"]
     assert "left out 2 of 3 images" in caplog.text
 
 
-def test_unknown_policy_lists_the_choices(processors):
+def test_unknown_policy_lists_the_choices(source_rows, processors):
     image_processor, tokenizer = processors
     with pytest.raises(ValueError, match="error.*skip"):
-        preprocess(_rows([], []), image_processor, tokenizer, bad_images="ignore")
+        preprocess(source_rows([], []), image_processor, tokenizer, bad_images="ignore")
 
 
-def test_every_bad_image_is_named_at_once_then_skip_leaves_them_out(processors, tmp_path):
+def test_every_bad_image_is_named_at_once_then_skip_leaves_them_out(source_rows, processors, tmp_path):
     image_processor, tokenizer = processors
     good = tmp_path / "good.jpg"
     PIL.Image.new("RGB", (40, 40)).save(good)
     paths = [str(good), str(tmp_path / "gone.jpg"), str(good), str(tmp_path / "lost.jpg")]
-    rows = _rows(paths, [["a"], ["b"], ["c"], ["d"]])
-    with pytest.raises(BadImageError, match=r"2 of 4 images cannot be used: image 1 \(1.jpg\).*image 3 \(3.jpg\)"):
+    rows = source_rows(paths, [["a"], ["b"], ["c"], ["d"]])
+    with pytest.raises(
+        BadImageError, match=r"2 of 4 images cannot be used: image 1 \(gone.jpg\).*image 3 \(lost.jpg\)"
+    ):
         preprocess(rows, image_processor, tokenizer)
     kept = preprocess(rows, image_processor, tokenizer, bad_images="skip")
     assert kept["image_id"] == ["0", "2"]

@@ -15,19 +15,25 @@ GPT2_SPECIAL_TOKEN = "<|endoftext|>"
 CLIP_START, CLIP_END = "<|startoftext|>", "<|endoftext|>"
 
 
-def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2TokenizerFast:
-    """A GPT-2-style tokenizer (byte-level BPE, `<|endoftext|>` as BOS/EOS/UNK, no pad token)."""
+def _byte_level_bpe(texts: Iterable[str], vocab_size: int, special_tokens: list[str]) -> Tokenizer:
+    """A byte-level BPE (GPT-2's and CLIP's scheme) trained on `texts`."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[GPT2_SPECIAL_TOKEN],
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int = 512) -> GPT2TokenizerFast:
+    """A GPT-2-style tokenizer (byte-level BPE, `<|endoftext|>` as BOS/EOS/UNK, no pad token)."""
+    tokenizer = _byte_level_bpe(texts, vocab_size, [GPT2_SPECIAL_TOKEN])
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     return GPT2TokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=GPT2_SPECIAL_TOKEN,
@@ -138,16 +144,7 @@ def write_tiny_clip(output_dir: str, captions: Iterable[str], image_size: int = 
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE(unk_token=CLIP_END))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=[CLIP_START, CLIP_END],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(captions, trainer=trainer)
+    tokenizer = _byte_level_bpe(captions, 400, [CLIP_START, CLIP_END])
     start, end = tokenizer.token_to_id(CLIP_START), tokenizer.token_to_id(CLIP_END)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{CLIP_START} $A {CLIP_END}", special_tokens=[(CLIP_START, start), (CLIP_END, end)]

@@ -96,11 +96,13 @@ def main(argv: list[str] | None = None) -> dict:
         "eval": data_args.max_eval_samples,
         "predict": data_args.max_predict_samples,
     }
-    raw = {}
+    raw, source_left_out = {}, {}
     with training_args.main_process_first(desc="loading datasets"):
         for role, name in split_names.items():
             if wanted[role]:
-                raw[role] = load_split(data_args, name, cache_dir=model_args.cache_dir, token=model_args.token)
+                raw[role], source_left_out[role] = load_split(
+                    data_args, name, cache_dir=model_args.cache_dir, token=model_args.token
+                )
                 if limits[role] is not None:
                     raw[role] = raw[role].select(range(min(limits[role], len(raw[role]))))
 
@@ -137,11 +139,13 @@ def main(argv: list[str] | None = None) -> dict:
                 bad_images=data_args.bad_images,
                 desc=f"preprocessing {role} images",
             )
-    # What each split left out, for its metrics: unreadable or uncaptioned images, null or empty captions.
+    # What each split left out, for its metrics: unreadable or uncaptioned images, null or empty captions, and what
+    # the source held that no row can (annotations of unlisted images, repeated images entries).
     left_out = {
         role: {
             f"{role}_images_left_out": len(raw[role]) - len(processed[role]),
             f"{role}_captions_left_out": sum(raw[role]["captions_left_out"]),
+            **{f"{role}_{key}": value for key, value in source_left_out[role].items()},
         }
         for role in processed
     }

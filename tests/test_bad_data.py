@@ -20,7 +20,7 @@ import run_captioning
 from vitgpt2.data.coco_json import captions_file, write_captions_file
 from vitgpt2.data.errors import BadImageError, DataSourceError
 from vitgpt2.data.preprocessing import preprocess
-from vitgpt2.data.sources import load_coco, load_karpathy, to_image_rows
+from vitgpt2.data.sources import coco_left_out, load_coco, load_karpathy, to_image_rows
 from vitgpt2.remote_code.images import ImageLoadError, load_rgb
 
 SKIP_HINT = "--bad_images skip"
@@ -244,17 +244,21 @@ def test_duplicate_image_ids_are_merged_and_counted(tmp_path, caplog):
         {"image_id": 2, "caption": "two"},
         {"image_id": 1, "caption": "uno"},
     ]
-    rows = load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
+    root = _write_coco(tmp_path / "coco", images, annotations)
+    rows = load_coco(root, "train", str(tmp_path / "cache"))
     assert rows["image_id"] == ["1", "2"] and rows["file_name"] == ["1.jpg", "2.jpg"]
     assert rows["captions"] == [["one", "uno"], ["two"]]
+    assert coco_left_out(captions_file(root, "train2017")) == {"annotations_left_out": 0, "repeated_images": 1}
     assert "1 image ids repeat in" in caplog.text and "the first entry is used (e.g. 1)" in caplog.text
 
 
 def test_annotations_for_images_that_are_not_listed_are_counted(tmp_path, caplog):
     images = [{"id": 1, "file_name": "1.jpg"}]
     annotations = [{"image_id": 1, "caption": "one"}, {"image_id": 7, "caption": "x"}, {"image_id": 8, "caption": "y"}]
-    rows = load_coco(_write_coco(tmp_path / "coco", images, annotations), "train", str(tmp_path / "cache"))
+    root = _write_coco(tmp_path / "coco", images, annotations)
+    rows = load_coco(root, "train", str(tmp_path / "cache"))
     assert rows["image_id"] == ["1"] and rows["captions"] == [["one"]]
+    assert coco_left_out(captions_file(root, "train2017")) == {"annotations_left_out": 2, "repeated_images": 0}
     assert re.search(r"2 image ids in \S+captions_train2017.json's annotations have no images entry", caplog.text)
 
 
@@ -435,7 +439,6 @@ def test_unseen_folder_with_bad_files_end_to_end(monkeypatch, synthetic_coco, ti
     with pytest.raises(BadImageError, match=rf"000000900001.jpg\).*truncated.*{SKIP_HINT}"):
         _main(monkeypatch, _train_argv(data, tiny_models, stopped))
     assert not stopped.exists() or not any(stopped.iterdir()), "nothing may be trained or saved"
-    # logged when the folder is first read (later runs load the rows from the datasets cache)
     assert "1 image ids in" in caplog.text and "have no images entry: left out (e.g. 424242)" in caplog.text
 
     caplog.clear()
@@ -443,8 +446,11 @@ def test_unseen_folder_with_bad_files_end_to_end(monkeypatch, synthetic_coco, ti
     results = _main(monkeypatch, [*_train_argv(data, tiny_models, output), "--bad_images", "skip"])
     # 40 synthetic images + the CMYK and grayscale ones; 3 unreadable and 1 uncaptioned left out, each counted
     assert results["train_samples"] == 42 and results["train_pairs"] == 40 * 5 + 2
-    assert results["train_images_left_out"] == 4  # an annotation whose image id has no images entry is no row
-    assert json.loads((output / "all_results.json").read_text())["train_images_left_out"] == 4
+    assert results["train_images_left_out"] == 4  # an annotation whose image id has no images entry is no row...
+    assert results["train_annotations_left_out"] == 1  # ...but is counted, every run (the rows come from the cache)
+    assert "1 image ids in" in caplog.text
+    written = json.loads((output / "all_results.json").read_text())
+    assert written["train_images_left_out"] == 4 and written["train_annotations_left_out"] == 1
     assert "preprocessing train images: left out 4 of 46 images (3 unreadable, 1 without captions)" in caplog.text
     assert (output / "model.safetensors").is_file()
 

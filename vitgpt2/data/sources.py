@@ -110,12 +110,6 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
     coco = read_captions_file(annotation_file)
     images, captions = coco.images, coco.captions_by_image()
     ids = [str(image["id"]) for image in images]
-    orphans = captions.keys() - set(ids)
-    _warn_count(len(orphans), f"image ids in {annotation_file}'s annotations have no images entry: left out", orphans)
-    duplicates = [image_id for image_id, count in Counter(ids).items() if count > 1]
-    _warn_count(
-        len(duplicates), f"image ids repeat in {annotation_file}'s images: the first entry is used", duplicates
-    )
     seen = set()
     for image_id, image in zip(ids, images):
         if image_id in seen:
@@ -129,6 +123,19 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
             "numeric_id": numeric_id(image["id"]),
             "file_name": image["file_name"],
         }
+
+
+def coco_left_out(annotation_file: str) -> dict[str, int]:
+    """What a COCO captions file holds that no row can: annotations of image ids without an images entry, and
+    repeated images entries (their captions are merged into the first). Logged, and returned as counts."""
+    coco = read_captions_file(annotation_file)
+    ids = [str(image["id"]) for image in coco.images]
+    orphans = {str(annotation["image_id"]) for annotation in coco.annotations} - set(ids)
+    orphan_annotations = sum(str(annotation["image_id"]) in orphans for annotation in coco.annotations)
+    _warn_count(len(orphans), f"image ids in {annotation_file}'s annotations have no images entry: left out", orphans)
+    repeated = [image_id for image_id, count in Counter(ids).items() if count > 1]
+    _warn_count(len(repeated), f"image ids repeat in {annotation_file}'s images: the first entry is used", repeated)
+    return {"annotations_left_out": orphan_annotations, "repeated_images": len(ids) - len(set(ids))}
 
 
 def _from_rows(generator, gen_kwargs: dict, cache_dir: str | None) -> Dataset:
@@ -306,16 +313,20 @@ def load_hub(
     return to_image_rows(dataset, image_column, caption_column, image_id_column, image_root, where=f"{name}[{split}]")
 
 
-def load_split(data_args, split: str, cache_dir: str | None = None, token: str | None = None) -> Dataset:
-    """One split of whichever source `data_args` (a `DataArguments`) names, as one row per image."""
+def load_split(
+    data_args, split: str, cache_dir: str | None = None, token: str | None = None
+) -> tuple[Dataset, dict[str, int]]:
+    """One split of whichever source `data_args` (a `DataArguments`) names, as one row per image, and the counts of
+    what its source held that no row can (for the run's metrics)."""
     if data_args.karpathy_split_file is not None:
-        return load_karpathy(data_args.karpathy_split_file, data_args.coco_dir, split, cache_dir)
+        return load_karpathy(data_args.karpathy_split_file, data_args.coco_dir, split, cache_dir), {}
     if data_args.coco_dir is not None:
-        return load_coco(data_args.coco_dir, split, cache_dir)
+        rows = load_coco(data_args.coco_dir, split, cache_dir)  # checks the folder first
+        return rows, coco_left_out(captions_file(data_args.coco_dir, COCO_SPLITS[split]))
     name, data_dir = data_args.dataset_name, None
     if data_args.image_folder is not None:
         name, data_dir = "imagefolder", data_args.image_folder
-    return load_hub(
+    rows = load_hub(
         name,
         split,
         data_args.image_column,
@@ -327,3 +338,4 @@ def load_split(data_args, split: str, cache_dir: str | None = None, token: str |
         cache_dir=cache_dir,
         token=token,
     )
+    return rows, {}

@@ -428,3 +428,18 @@ def test_an_unavailable_bertscore_model_says_what_to_do():
         scorer.bertscore.check_available()
     with pytest.raises(BertScoreUnavailable, match="--metrics bleu,rouge,cider"):
         scorer.score(["a dog"], [["a dog runs"]])
+
+
+def test_rouge_equals_rouge_score_multi_per_image_exactly_on_hard_captions():
+    from ptb_captions import generate
+    from rouge_score import rouge_scorer
+
+    from vitgpt2.metrics.rouge import ROUGE_TYPES, RougeTokenizer, best_rouge
+
+    references = [generate(5, seed=seed) for seed in range(400)] + [[""], ["a"], ["!!!"]]
+    predictions = generate(400, seed=4000) + ["", "", "a a a"]
+    theirs = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    tokenizer = RougeTokenizer()
+    for prediction, image_refs in zip(predictions, references):
+        expected = {key: score.fmeasure for key, score in theirs.score_multi(image_refs, prediction).items()}
+        assert best_rouge(tokenizer, image_refs, prediction) == expected, (prediction, image_refs)

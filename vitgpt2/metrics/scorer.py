@@ -126,9 +126,9 @@ class CaptionScorer:
         self._java = {}  # METEOR / SPICE wrappers, started at first use and kept (METEOR is a long-lived process)
         self._rouge = None
         if "rouge" in self.metrics:
-            from .rouge import rouge_scorer  # rouge-score imports all of nltk: only when asked for
+            from .rouge import RougeTokenizer  # rouge-score imports all of nltk: only when asked for
 
-            self._rouge = rouge_scorer()
+            self._rouge = RougeTokenizer()
         self.clipscore = None
         if any(metric in IMAGE_METRICS for metric in self.metrics):  # loaded at the first score
             self.clipscore = ClipScore(args.clip_model, device)
@@ -191,12 +191,13 @@ class CaptionScorer:
         return {"cider": sum(scores) / len(scores)}, [{"cider": score} for score in scores]
 
     def _score_rouge(self, captions: _Captions):
+        from .rouge import best_rouge
+
         per_image = []
         for hyp, image_refs, hyp_tokens, refs_tokens in zip(
             captions.hyps, captions.refs, captions.hyp_tokens, captions.refs_tokens
         ):
-            best = self._rouge.score_multi(image_refs, hyp)
-            row = {rouge_type: score.fmeasure for rouge_type, score in best.items()}
+            row = best_rouge(self._rouge, image_refs, hyp)
             row["rougeL_coco"] = coco_rouge_l(hyp_tokens, refs_tokens)
             per_image.append(row)
         return _mean_rows(per_image), per_image

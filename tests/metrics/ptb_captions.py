@@ -302,6 +302,7 @@ CLASSES = {
         "well...ok",
     ),
     "whitespace": ("  ", "   ", "\t", " \t ", "\u00a0", "\u2003", "\u3000"),
+    "plain": ("", "cannot", "gonna", "St", "b", "I", "etc", "Inc", "no", "A", "The", "it"),  # words, no punctuation
 }
 
 
@@ -316,6 +317,9 @@ def caption(rng: random.Random, classes: list[str]) -> str:
         position = rng.randint(0, len(words))
         if name == "whitespace":  # between words, or at an edge
             words.insert(position, snippet.strip(" ") or snippet)
+            continue
+        if name == "plain":  # a plain word, often last: "... on Main St." keeps its period, "... plan b." may not
+            words.append(snippet) if snippet and rng.random() < 0.5 else words.insert(position, snippet or words[0])
             continue
         words.insert(position, snippet)
     text = " ".join(words)

@@ -72,10 +72,17 @@ def test_identical_tokens_on_human_written_captions():
 
 
 @needs_java
-@pytest.mark.parametrize("next_caption", ["The dog sleeps", "the dog sleeps", "A cat", "Two cats", "Mr. Smith"])
-def test_the_next_line_decides_a_final_letters_period_as_in_pycocoevalcap(next_caption):
-    """The Java lexer reads across lines: "b." ending one caption loses its period before a sentence opener."""
-    captions = ["a plan b.", next_caption]
+@pytest.mark.parametrize(
+    "caption, next_caption",
+    [
+        *(("a plan b.", opener) for opener in ("The dog sleeps", "the dog sleeps", "A cat", "Two cats", "Mr. Smith")),
+        *(("in room No.", start) for start in ("5 dogs", "five dogs", " 5 dogs")),
+    ],
+)
+def test_the_next_line_decides_a_final_period_as_in_pycocoevalcap(caption, next_caption):
+    """The Java lexer reads across lines: "b." ending one caption loses its period before a sentence opener, and
+    "No." keeps its period only before a number."""
+    captions = [caption, next_caption]
     expected = java_tokens(captions)[0]
     assert " ".join(tokenize(captions[0], next_caption=next_caption)) == expected
     assert " ".join(tokenize_all(captions)[0]) == expected
@@ -86,6 +93,14 @@ def test_what_coco_keeps_that_splitting_on_punctuation_loses():
     assert tokenize("Don't (really)!!") == ["do", "n't", "-lrb-", "really", "-rrb-", "!!"]
     assert tokenize("gonna see ground.A man 🐶") == ["gon", "na", "see", "ground.a", "man"]
     assert tokenize(None) == [] and tokenize(42) == ["42"]
+
+
+def test_plain_captions_split_and_keep_periods_as_the_lexer_does():
+    assert tokenize("A man on Main St.") == ["a", "man", "on", "main", "st."]
+    assert tokenize("A dog runs.") == ["a", "dog", "runs"]
+    assert tokenize("I cannot see, it is gonna rain") == ["i", "can", "not", "see", "it", "is", "gon", "na", "rain"]
+    assert tokenize("plan b.") == ["plan", "b."] and tokenize("plan b.", next_caption="The end") == ["plan", "b"]
+    assert tokenize("room No. 5") == ["room", "no.", "5"] and tokenize("room no.") == ["room", "no"]
 
 
 def test_line_breaks_inside_a_caption_are_spaces():

@@ -106,7 +106,7 @@ _MONTHS_DAYS = "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|mon|tue|tues|we
 _STATES = "ala|ariz|calif|colo|conn|dak|del|fla|ga|ind|kan|kans|ky|la|md|mich|minn|mo|mont|neb|nev|okla|pa|penn|tenn|tex|va|vt|wis|wisc|wyo"
 _COMPANIES = "inc|co|cos|corp|pty|ptys|ppty|pptys|ltd|plc|bancorp|dept|bhd|assn|univ|intl|sys"
 _AFTER_NAMES = "jr|sr|bros|blvd|rd|esq"
-_COUNTED = "no|nos|prop|ph|tel|est|ext|sq|ft"
+_COUNTED = "ph|tel|est|ext|sq|ft"
 _TITLES = (
     "mr|mrs|ms|dr|drs|prof|profs|sen|sens|rep|reps|atty|attys|lt|col|gen|messrs|gov|govs|adm|rev|maj|sgt|cpl|pvt|mt|"
     "capt|st|ste|ave|pres|lieut|hon|brig|cmdr|comdr|pfc|spc|supt|supts|det"
@@ -127,11 +127,12 @@ _OPENERS = (
     "About According Additionally After An A As At But Earlier He Her Here However If In It Last Many More Mr. Ms. Now "
     "Once One Other Our She Since So Some Such That The Then There These They This We When While What Yet You"
 )
-# A word that starts sentences, capitalised, after spaces or line breaks and before a space or line break.
+_TAG = r"<\/?[A-Za-z!][^>]*>"  # SGML-like tags, which the lexer keeps whole
+# After spaces or line breaks: a word that starts sentences, capitalised, before a space or line break; or a tag.
 _SENTENCE_OPENER = (
-    f"{_SPACE_OR_NEWLINE}+(?:"
+    f"{_SPACE_OR_NEWLINE}+(?:(?:"
     + "|".join(word[0] + _caseless(word[1:])[3:-1] for word in _OPENERS.split())
-    + f")(?={_SPACE_OR_NEWLINE})"
+    + f")(?={_SPACE_OR_NEWLINE})|{_TAG})"
 )
 _ASSIMILATIONS = (("gon", "na"), ("wan", "na"), ("got", "ta"), ("lem", "me"), ("gim", "me"))
 _APOSTROPHE_WORD = (
@@ -148,6 +149,7 @@ _LIKELY_URL = (
     r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
     r"(?:com|net|org|edu)))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?"
 )
+NUMBER_ABBREVIATION = _caseless("no.|nos.|prop.")  # abbreviations only before a number
 _FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
 _CURRENCY = {"\u00a2": "cents", "\u00a3": "#", "\u0080": "$", "\u00a4": "$", "\u20a0": "$", "\u20ac": "$"}
 _BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
@@ -211,7 +213,7 @@ def _rule(pattern: str, emit=_same, then: str | None = None):
 # The rules, in the lexer's priority order (the longest match wins; on a tie the earlier rule).
 _RULES = [
     _rule(_caseless("can"), then=_caseless("not")),
-    _rule(r"<\/?[A-Za-z!][^>]*>"),  # SGML-like tags
+    _rule(_TAG),
     _rule(r"&(?:MD|mdash|ndash);|[\u0096\u0097\u2013\u2014\u2015]", lambda text: ["--"]),
     _rule(_caseless("&amp;"), lambda text: ["&"]),
     _rule(r"&(?:HT|TL|UR|LR|QC|QL|QR|odq|cdq|#[0-9]+);"),
@@ -254,6 +256,7 @@ _RULES = [
     # "b. The": a single letter before a word that opens sentences gives its period to a token of its own
     _rule("[A-Za-z]", then=r"\." + _SENTENCE_OPENER),
     _rule(ABBREVIATION),
+    _rule(NUMBER_ABBREVIATION, then=r"[ \t\n]?[0-9]"),  # "No. 5" keeps its period, "no." ends a sentence
     _rule("(?:" + ABBREVIATION[3:-3] + ")", then=SPACE),
     _rule(ACRO, then=f"{SPACE}|[\\n]|$"),
     _rule(APOSTROPHE + "[0-9][0-9]", then=f"{SPACE}|$"),
@@ -356,9 +359,34 @@ _OPENS_SENTENCE = regex.compile(_SENTENCE_OPENER, _FLAGS)
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _tokenize(line: str, next_opens_sentence: bool) -> tuple[str, ...]:
-    text = line + ("\nThe " if next_opens_sentence else "\n#")
+def _tokenize(line: str, follow: str) -> tuple[str, ...]:
+    """`follow` stands for what starts the next line: "\nThe " (a sentence opener), "\n1" (a digit) or "\n#"."""
+    plain = _plain_words(line)
+    if plain is not None:
+        return plain
+    text = line + follow
     return tuple(token for token in (t.lower() for t in _lex(text, len(line))) if token not in _REMOVED_LOWER)
+
+
+# Most captions are words and spaces, perhaps ending in a period: "A man riding a wave."
+_PLAIN_LINE = regex.compile(r"[ \t]*[A-Za-z]+(?:[ \t]+[A-Za-z]+)*\.?[ \t]*")
+_KEEPS_PERIOD = regex.compile(f"{ABBREVIATION}|{NUMBER_ABBREVIATION}", _FLAGS)
+_SPLIT_WORDS = frozenset(["cannot", *(head + tail for head, tail in _ASSIMILATIONS)])  # plain, yet split
+
+
+def _plain_words(line: str) -> tuple[str, ...] | None:
+    """The tokens of a caption of plain words, or None where the lexer must decide: a word it splits ("cannot"), or a
+    last word whose period may belong to it ("St.", "b.")."""
+    if _PLAIN_LINE.fullmatch(line) is None:
+        return None
+    words = line.split()
+    if words[-1].endswith("."):
+        last = words[-1]
+        if len(last) == 2 or _KEEPS_PERIOD.fullmatch(last):
+            return None
+        words[-1] = last[:-1]
+    tokens = tuple(word.lower() for word in words)
+    return None if _SPLIT_WORDS.intersection(tokens) else tokens
 
 
 def _line(caption) -> str:
@@ -383,14 +411,20 @@ def tokenize(caption: str, next_caption: str | None = None) -> list[str]:
 def tokenize_all(captions) -> list[list[str]]:
     """`tokenize` of each caption, in order, as pycocoevalcap tokenizes them: as the lines of one file."""
     lines = [_line(caption) for caption in captions]
-    tokens = []
-    for index, line in enumerate(lines):
-        follow = "\n".join(lines[index + 1 : index + 2 + _empty_run(lines, index + 1)])
-        opens = index + 1 < len(lines) and _OPENS_SENTENCE.match(
-            "\n" + follow + ("\n" if index + 2 < len(lines) else "")
-        )
-        tokens.append(list(_tokenize(line, bool(opens))))
-    return tokens
+    return [list(_tokenize(line, _what_follows(lines, index))) for index, line in enumerate(lines)]
+
+
+def _what_follows(lines: list[str], index: int) -> str:
+    """What of the lines after `index` the lexer reads: a sentence opener ("\nThe "), a digit ("\n1"), or neither."""
+    if index + 1 >= len(lines):
+        return "\n#"  # the end of the file
+    after = lines[index + 1 : index + 2 + _empty_run(lines, index + 1)]
+    if _OPENS_SENTENCE.match("\n" + "\n".join(after) + ("\n" if index + 1 + len(after) < len(lines) else "")):
+        return "\nThe "
+    return "\n1" if lines[index + 1][:1] in _DIGITS else "\n#"
+
+
+_DIGITS = frozenset("0123456789")
 
 
 def _empty_run(lines: list[str], start: int) -> int:

@@ -31,7 +31,7 @@ import torch
 import transformers
 from transformers import AutoImageProcessor, AutoTokenizer, set_seed
 
-from vitgpt2.arguments import parse_args
+from vitgpt2.arguments import apply_decoding, parse_args
 from vitgpt2.checkpoints import last_complete_checkpoint
 from vitgpt2.data.collator import CaptioningCollator
 from vitgpt2.data.preprocessing import preprocess
@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, metrics_args, training_args = parse_args(argv)
+    model_args, data_args, decoding_args, metrics_args, training_args = parse_args(argv)
     # vitgpt2 pushes the finished folder itself (vitgpt2.publish.hub): the Trainer's push would upload checkpoints without
     # pipeline code. The token is kept out of training_args, which the Trainer pickles into training_args.bin.
     push, training_args.push_to_hub = training_args.push_to_hub, False
@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> dict:
         attn_implementation=model_args.attn_implementation,
         **hub_kwargs,
     )
+    if decoding_args.generation_max_new_tokens is not None:
+        training_args.generation_max_length = None  # one length limit: the Trainer would pass both to generate
     configure_special_tokens(model, tokenizer, training_args.generation_max_length, training_args.generation_num_beams)
+    apply_decoding(model.generation_config, decoding_args)
     vocabulary = pad_vocabulary(model, len(tokenizer), model_args.pad_vocab_to_multiple_of)
     logger.info("Decoder vocabulary: %d rows for %d tokenizer ids", vocabulary, len(tokenizer))
     logger.info("Attention implementations: %s", attention_implementations(model))

@@ -288,3 +288,44 @@ def test_an_unavailable_bertscore_model_stops_an_evaluating_run_before_training(
     with pytest.raises(ValueError, match=r"roberta-large.*--bertscore_model DIR.*--metrics bleu,rouge,cider"):
         _run(monkeypatch, argv)
     assert not (tmp_path / "out" / "model.safetensors").exists()  # stopped before any training
+
+
+def test_decoding_options_reach_evaluation_and_the_saved_generation_config(
+    monkeypatch, train_argv, synthetic_coco, tmp_path
+):
+    output = tmp_path / "out"
+    argv = [
+        *train_argv(output),
+        "--do_eval",
+        "--max_train_samples",
+        "8",
+        "--max_eval_samples",
+        "6",
+        "--metrics",
+        "bleu",
+    ]
+    argv += ["--num_train_epochs", "1", "--save_strategy", "no", "--generation_num_beams", "2"]
+    argv += ["--generation_no_repeat_ngram_size", "1", "--generation_length_penalty", "0.5"]
+    argv += ["--generation_repetition_penalty", "1.3", "--generation_min_new_tokens", "3"]
+    argv += ["--generation_max_new_tokens", "8"]
+    _run(monkeypatch, argv)
+    saved = json.loads((output / "generation_config.json").read_text())
+    assert (saved["num_beams"], saved["no_repeat_ngram_size"], saved["length_penalty"]) == (2, 1, 0.5)
+    assert (saved["repetition_penalty"], saved["min_new_tokens"], saved["max_new_tokens"]) == (1.3, 3, 8)
+    # generate() with the saved model's defaults obeys them, and gives the captions evaluation scored
+    records = [json.loads(line) for line in open(output / "eval_predictions.jsonl", encoding="utf-8")]
+    captioner = captioning_pipeline(str(output))
+    for record in records:
+        pixels = captioner.preprocess(os.path.join(synthetic_coco, "val2017", record["file_name"]))
+        ids = captioner.model.generate(**pixels)[0, 1:].tolist()  # after the start token
+        words = [token for token in ids if token != captioner.tokenizer.eos_token_id]
+        assert len(words) == len(set(words)) and 3 <= len(ids) <= 8, ids  # no token twice; the length limits held
+        assert captioner.tokenizer.decode(ids, skip_special_tokens=True).split() == record["prediction"].split()
+
+
+def test_decoding_options_that_contradict_each_other_are_an_argument_error(monkeypatch, train_argv, tmp_path):
+    from vitgpt2.errors import ArgumentError
+
+    argv = [*train_argv(tmp_path / "out"), "--generation_num_beams", "1", "--generation_length_penalty", "2"]
+    with pytest.raises(ArgumentError, match="decoding options do not fit together.*length_penalty"):
+        _run(monkeypatch, argv)

@@ -143,6 +143,50 @@ class DataArguments:
 
 
 @dataclass
+class DecodingArguments:
+    """How captions are generated, beyond the Trainer's --generation_num_beams and --generation_max_length: written to
+    the model's generation_config.json, so evaluation, prediction, the pipeline and `vitgpt2 caption` all use them."""
+
+    generation_length_penalty: float | None = field(
+        default=None, metadata={"help": "Beam search: > 1 favours longer captions, < 1 shorter ones."}
+    )
+    generation_no_repeat_ngram_size: int | None = field(
+        default=None, metadata={"help": "No n-gram of this size appears twice in a caption."}
+    )
+    generation_repetition_penalty: float | None = field(
+        default=None, metadata={"help": "> 1 makes tokens already in the caption less likely."}
+    )
+    generation_min_new_tokens: int | None = field(
+        default=None, metadata={"help": "Captions get at least this many tokens before EOS."}
+    )
+    generation_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Longest caption in new tokens (instead of --generation_max_length)."}
+    )
+
+    def __post_init__(self):
+        for name in ("generation_no_repeat_ngram_size", "generation_min_new_tokens", "generation_max_new_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, not {getattr(self, name)}")
+        if self.generation_repetition_penalty is not None and self.generation_repetition_penalty <= 0:
+            raise ValueError(
+                f"--generation_repetition_penalty must be above 0, not {self.generation_repetition_penalty}"
+            )
+
+    def generation_settings(self) -> dict:
+        """The set options, named as `GenerationConfig` names them."""
+        return {key.removeprefix("generation_"): value for key, value in vars(self).items() if value is not None}
+
+
+def apply_decoding(generation_config, decoding_args: DecodingArguments) -> None:
+    """Writes the decoding options into `generation_config`; options that contradict each other are an error."""
+    generation_config.update(**decoding_args.generation_settings())
+    try:
+        generation_config.validate(strict=True)
+    except ValueError as error:
+        raise ArgumentError(f"the decoding options do not fit together: {' '.join(str(error).split())}") from error
+
+
+@dataclass
 class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` with the defaults a captioning run wants."""
 
@@ -165,7 +209,7 @@ class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
             )
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, MetricsArguments, CaptioningTrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, DecodingArguments, MetricsArguments, CaptioningTrainingArguments)
 
 
 def _config_to_argv(path: str) -> list[str]:
@@ -183,7 +227,7 @@ def _config_to_argv(path: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None):
-    """(model, data, metrics, training) arguments from the command line or a config file (+ overrides)."""
+    """(model, data, decoding, metrics, training) arguments from the command line or a config file (+ overrides)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")) and os.path.isfile(argv[0]):
         argv = _config_to_argv(argv[0]) + argv[1:]

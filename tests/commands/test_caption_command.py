@@ -64,12 +64,17 @@ def test_unreadable_files_are_reported_and_skipped(
 def test_files_and_generation_options(tiny_captioner_pipe, tiny_captioner_dir, image_dir, tmp_path):
     files = [str(image_dir / "nested" / "rocket.png"), str(image_dir / "b_coffee.jpg")]
     output = tmp_path / "out.jsonl"
-    options = ["--num_beams", "2", "--max_new_tokens", "4", "--output", str(output), "--device", "cpu"]
-    assert run_caption(*files, "--model", tiny_captioner_dir, *options) == 0
+    decoding = {
+        "num_beams": 2, "max_new_tokens": 6, "min_new_tokens": 2, "length_penalty": 0.5,
+        "no_repeat_ngram_size": 1, "repetition_penalty": 1.2,
+    }  # fmt: skip
+    options = [item for key, value in decoding.items() for item in (f"--{key}", str(value))]
+    assert (
+        run_caption(*files, "--model", tiny_captioner_dir, *options, "--output", str(output), "--device", "cpu") == 0
+    )
     records = [json.loads(line) for line in output.read_text().splitlines()]
-    assert records == [
-        {"file": f, "caption": captioned(tiny_captioner_pipe, f, num_beams=2, max_new_tokens=4)} for f in files
-    ]
+    assert records == [{"file": f, "caption": captioned(tiny_captioner_pipe, f, **decoding)} for f in files]
+    assert records != [{"file": f, "caption": captioned(tiny_captioner_pipe, f)} for f in files]  # they changed it
 
 
 def test_folder_without_images_fails(tiny_captioner_dir, tmp_path, capsys):

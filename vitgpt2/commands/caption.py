@@ -7,6 +7,10 @@ import os
 import sys
 from collections.abc import Iterator
 
+# generate() options a user may set per run; those left out come from the model's generation_config.json.
+DECODING_OPTIONS = (
+    "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "no_repeat_ngram_size", "repetition_penalty"
+)  # fmt: skip
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -43,6 +47,10 @@ def register(subparsers) -> None:
     parser.add_argument("--batch_size", type=positive_int, default=8, help="Images per generate call.")
     parser.add_argument("--max_new_tokens", type=positive_int, help="Default: the model's generation config.")
     parser.add_argument("--num_beams", type=positive_int, help="Default: the model's generation config.")
+    parser.add_argument("--min_new_tokens", type=positive_int, help="Default: the model's generation config.")
+    parser.add_argument("--length_penalty", type=float, help="Beam search: > 1 favours longer captions.")
+    parser.add_argument("--no_repeat_ngram_size", type=positive_int, help="No n-gram of this size twice.")
+    parser.add_argument("--repetition_penalty", type=float, help="> 1 makes repeated tokens less likely.")
     parser.add_argument(
         "--device", type=device_argument, help="cpu, cuda, cuda:1 or a GPU index. Default: GPU 0 if any."
     )
@@ -112,7 +120,7 @@ def run(args) -> int:
     images, problems = expand_inputs(args.images)
     for problem in problems:
         print(f"vitgpt2 caption: {problem}", file=sys.stderr)
-    generate_kwargs = {key: getattr(args, key) for key in ("max_new_tokens", "num_beams") if getattr(args, key)}
+    generate_kwargs = {key: getattr(args, key) for key in DECODING_OPTIONS if getattr(args, key) is not None}
     pipe = captioning_pipeline(args.model, device=args.device) if images else None
     unreadable = 0
     with open_output(args.output) as output:

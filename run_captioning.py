@@ -46,6 +46,8 @@ from vitgpt2.model import (
     configure_special_tokens,
     load_captioner,
     pad_vocabulary,
+    parameter_counts,
+    set_encoder_trainable,
 )
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
@@ -125,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
     configure_special_tokens(model, tokenizer, training_args.generation_max_length, training_args.generation_num_beams)
     apply_decoding(model.generation_config, decoding_args)
     vocabulary = pad_vocabulary(model, len(tokenizer), model_args.pad_vocab_to_multiple_of)
+    set_encoder_trainable(model, model_args.freeze_encoder, model_args.train_encoder_layers)
+    parameters = parameter_counts(model)
+    logger.info("Trainable parameters: %(trainable_parameters)d of %(parameters)d", parameters)
     logger.info("Decoder vocabulary: %d rows for %d tokenizer ids", vocabulary, len(tokenizer))
     logger.info("Attention implementations: %s", attention_implementations(model))
 
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict:
         processing_class=tokenizer,
         data_collator=collator,
         scorer=scorer,
+        encoder_learning_rate=model_args.encoder_learning_rate,
         callbacks=[PipelineCodeCallback(tokenizer=tokenizer, image_processor=image_processor)],
     )
 
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             **train_result.metrics,
             "train_samples": len(processed["train"]),
             "train_pairs": train_dataset.num_captions,
+            **parameters,
             **left_out["train"],
         }
         trainer.log_metrics("train", metrics)

@@ -80,3 +80,43 @@ def test_vocabulary_multiple_below_one_is_refused():
 
     with pytest.raises(ValueError, match="--pad_vocab_to_multiple_of must be 1 or more, not 0"):
         ModelArguments(pad_vocab_to_multiple_of=0)
+
+
+def test_freezing_the_encoder_or_all_but_its_last_blocks(captioner):
+    from vitgpt2.errors import ArgumentError
+    from vitgpt2.model import encoder_blocks, parameter_counts, set_encoder_trainable
+
+    model = copy.deepcopy(captioner[0])
+    total = parameter_counts(model)
+    set_encoder_trainable(model, freeze=True)
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.decoder.parameters())
+    assert parameter_counts(model)["trainable_parameters"] == total["trainable_parameters"] - sum(
+        p.numel() for p in captioner[0].encoder.parameters() if p.requires_grad
+    )
+
+    model = copy.deepcopy(captioner[0])
+    set_encoder_trainable(model, train_layers=1)
+    blocks = encoder_blocks(model.encoder)
+    trained = {id(p) for p in model.encoder.parameters() if p.requires_grad}
+    assert trained == {id(p) for p in [*blocks[-1].parameters(), *model.encoder.layernorm.parameters()]}
+    assert all(p.requires_grad for p in blocks[-1].parameters()) and not any(
+        p.requires_grad for p in blocks[0].parameters()
+    )
+    with pytest.raises(ArgumentError, match="the encoder has 2 blocks"):
+        set_encoder_trainable(copy.deepcopy(captioner[0]), train_layers=3)
+
+
+def test_the_encoder_learns_at_its_own_rate(captioner, tmp_path):
+    from vitgpt2.arguments import CaptioningTrainingArguments
+    from vitgpt2.trainer import CaptioningTrainer
+
+    model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
+    args = CaptioningTrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, report_to="none")
+    trainer = CaptioningTrainer(model=model, args=args, processing_class=tokenizer, encoder_learning_rate=1e-5)
+    optimizer = trainer.create_optimizer()
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert len(rates) == len(trained)  # every trained weight in exactly one group
+    assert all(rates[id(p)] == (1e-5 if id(p) in encoder else 1e-3) for p in trained)

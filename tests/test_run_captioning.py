@@ -329,3 +329,22 @@ def test_decoding_options_that_contradict_each_other_are_an_argument_error(monke
     argv = [*train_argv(tmp_path / "out"), "--generation_num_beams", "1", "--generation_length_penalty", "2"]
     with pytest.raises(ArgumentError, match="decoding options do not fit together.*length_penalty"):
         _run(monkeypatch, argv)
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_the_card_says_so(monkeypatch, train_argv, tiny_models, tmp_path):
+    from transformers import AutoModel
+
+    output = tmp_path / "out"
+    argv = [*train_argv(output), "--max_train_samples", "8", "--max_steps", "3", "--learning_rate", "1e-2"]
+    results = _run(monkeypatch, [*argv, "--freeze_encoder", "--save_strategy", "no"])
+    assert results["trainable_parameters"] < results["parameters"]
+    trained = VisionEncoderDecoderModel.from_pretrained(output)
+    original = AutoModel.from_pretrained(tiny_models[0])
+    for name, value in original.state_dict().items():
+        assert torch.equal(trained.encoder.state_dict()[name], value), name
+    original_decoder = AutoModel.from_pretrained(tiny_models[1]).state_dict()
+    assert not torch.equal(trained.decoder.transformer.h[0].mlp.c_fc.weight, original_decoder["h.0.mlp.c_fc.weight"])
+    card = (output / "README.md").read_text()
+    assert (
+        "| freeze_encoder | True |" in card and f"| trainable_parameters | {results['trainable_parameters']} |" in card
+    )

@@ -45,6 +45,16 @@ class ModelArguments:
     attn_implementation: AttentionImplementation = field(
         default="sdpa", metadata={"help": "Attention kernel for encoder and decoder."}
     )
+    freeze_encoder: bool = field(
+        default=False, metadata={"help": "Train the decoder only; the encoder keeps its pretrained weights."}
+    )
+    train_encoder_layers: int | None = field(
+        default=None,
+        metadata={"help": "Train only the encoder's last N blocks (and the norm after them); 0 freezes it all."},
+    )
+    encoder_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the encoder's trained weights (default: --learning_rate)."}
+    )
     pad_vocab_to_multiple_of: int = field(
         default=64,
         metadata={
@@ -57,6 +67,12 @@ class ModelArguments:
     def __post_init__(self):
         if self.pad_vocab_to_multiple_of < 1:
             raise ValueError(f"--pad_vocab_to_multiple_of must be 1 or more, not {self.pad_vocab_to_multiple_of}")
+        if self.freeze_encoder and self.train_encoder_layers is not None:
+            raise ValueError("give --freeze_encoder or --train_encoder_layers N, not both (0 layers is frozen)")
+        if self.train_encoder_layers is not None and self.train_encoder_layers < 0:
+            raise ValueError(f"--train_encoder_layers must be 0 or more, not {self.train_encoder_layers}")
+        if self.encoder_learning_rate is not None and self.encoder_learning_rate <= 0:
+            raise ValueError(f"--encoder_learning_rate must be above 0, not {self.encoder_learning_rate}")
 
     def hub_kwargs(self) -> dict:
         return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}

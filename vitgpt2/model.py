@@ -1,8 +1,9 @@
 """Building the VisionEncoderDecoder captioner: joining encoder and decoder, special tokens, vocabulary padding."""
 
+import torch
 from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
 
-from .errors import UserError
+from .errors import ArgumentError, UserError
 from .remote_code.text import ensure_pad_token
 
 
@@ -123,4 +124,41 @@ def attention_implementations(model) -> dict[str, str]:
     return {
         "encoder": model.encoder.config._attn_implementation,
         "decoder": model.decoder.config._attn_implementation,
+    }
+
+
+def encoder_blocks(encoder) -> torch.nn.ModuleList:
+    """The encoder's transformer blocks: the module list as long as its `num_hidden_layers` (ViT, DeiT, BEiT,
+    DINOv2 and CLIP's vision tower keep them that way)."""
+    layers = getattr(encoder.config, "num_hidden_layers", None)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == layers:
+            return module
+    raise ArgumentError(
+        f"--train_encoder_layers needs an encoder whose blocks form one list of num_hidden_layers; "
+        f"{type(encoder).__name__} has none: use --freeze_encoder, or train all of it"
+    )
+
+
+def set_encoder_trainable(model, freeze: bool = False, train_layers: int | None = None) -> None:
+    """Freezes the encoder, or all of it but its last `train_layers` blocks and the norm after them."""
+    if not freeze and train_layers is None:
+        return
+    model.encoder.requires_grad_(False)
+    if freeze or train_layers == 0:
+        return
+    blocks = encoder_blocks(model.encoder)
+    if train_layers > len(blocks):
+        raise ArgumentError(f"--train_encoder_layers {train_layers}: the encoder has {len(blocks)} blocks")
+    for block in blocks[-train_layers:]:
+        block.requires_grad_(True)
+    for module in model.encoder.children():  # the final norm (ViT's `layernorm`) reads the last block
+        if isinstance(module, torch.nn.LayerNorm):
+            module.requires_grad_(True)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    return {
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameters": sum(p.numel() for p in model.parameters()),
     }

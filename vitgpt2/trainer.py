@@ -88,11 +88,28 @@ class CaptioningTrainer(Seq2SeqTrainer):
     against all of the image's references and writes `<prefix>_predictions.jsonl` (per image: caption, references,
     scores) and `<prefix>_coco_results.json` (COCO's results format) to the output folder."""
 
-    def __init__(self, *args, scorer=None, **kwargs):
+    def __init__(self, *args, scorer=None, encoder_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.encoder_learning_rate = encoder_learning_rate
         self._image_losses: list[tuple[int, float]] = []  # (image index, loss) of the evaluation under way
         self.metrics_hook = CaptionMetricsHook(self.processing_class, scorer) if scorer is not None else None
         self.compute_metrics = self.metrics_hook
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the encoder's weights in groups of their own at `encoder_learning_rate`."""
+        optimizer = super().create_optimizer(model)
+        if self.encoder_learning_rate is None:
+            return optimizer
+        encoder = {id(parameter) for parameter in self.model.encoder.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [parameter for parameter in group["params"] if id(parameter) in encoder]
+            if not moved:
+                continue
+            group["params"] = [parameter for parameter in group["params"] if id(parameter) not in encoder]
+            if not group["params"]:
+                optimizer.param_groups.remove(group)
+            optimizer.add_param_group({**group, "params": moved, "lr": self.encoder_learning_rate})
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # --label_smoothing_factor applies here (the Trainer's own label smoother never sees these losses);

@@ -68,7 +68,7 @@ def publish(
         base_models=base_models,
         dataset=dataset,
         metrics=results,
-        hyperparameters=_hyperparameters(args, data_args),
+        hyperparameters=_hyperparameters(args, model_args, data_args, results),
         sample_records=records[:20],
         pictures=pictures,
         hub_model_id=args.hub_model_id if push else None,
@@ -79,7 +79,7 @@ def publish(
         logger.info("pushed %s to the Hub as %s", output_dir, repo_id)
 
 
-def _hyperparameters(args, data_args) -> dict:
+def _hyperparameters(args, model_args, data_args, results: dict) -> dict:
     keys = (
         "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
         "num_train_epochs", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16", "fp16",
@@ -89,4 +89,8 @@ def _hyperparameters(args, data_args) -> dict:
     values["world_size"] = args.world_size
     values["captions_per_image"] = data_args.captions_per_image
     values["max_target_length"] = data_args.max_target_length
+    for key in ("freeze_encoder", "train_encoder_layers", "encoder_learning_rate"):
+        values[key] = getattr(model_args, key)
+    for key in ("trainable_parameters", "parameters"):
+        values[key] = results.get(key)
     return values

@@ -175,31 +175,38 @@ def test_load_best_model_at_end_restores_every_parameter_of_the_best_checkpoint(
     assert [key for key in final if not torch.equal(final[key], chosen[key])] == []
 
 
-def test_a_resume_is_announced_at_the_default_log_level(monkeypatch, train_argv, tmp_path, caplog):
+@pytest.fixture
+def run_saving_every_step(monkeypatch, train_argv, tmp_path):
+    """(output folder, `run(*more_arguments)`): the same training command, a checkpoint every step, run again and
+    again as a user would after an interruption."""
     output = tmp_path / "out"
     argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
     argv += ["--save_strategy", "steps", "--save_steps", "1"]
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "1"])
-    run_captioning.main()
+
+    def run(*more: str) -> dict:
+        monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, *more])
+        return run_captioning.main()
+
+    return output, run
+
+
+def test_a_resume_is_announced_at_the_default_log_level(run_saving_every_step, caplog):
+    output, run = run_saving_every_step
+    run("--max_steps", "1")
     caplog.clear()
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "2"])
     with caplog.at_level(logging.WARNING):
-        run_captioning.main()
+        run("--max_steps", "2")
     assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
 
 
-def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(monkeypatch, train_argv, tmp_path, caplog):
-    output = tmp_path / "out"
-    argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
-    argv += ["--save_strategy", "steps", "--save_steps", "1"]
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "2"])
-    run_captioning.main()
+def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(run_saving_every_step, caplog):
+    output, run = run_saving_every_step
+    run("--max_steps", "2")
     weights = output / "checkpoint-2" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # a disk that filled up, a copy cut short
     caplog.clear()
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, "--max_steps", "3"])
     with caplog.at_level(logging.WARNING):
-        results = run_captioning.main()
+        results = run("--max_steps", "3")
     assert f"ignoring damaged checkpoint {output / 'checkpoint-2'}: model.safetensors cannot be read" in caplog.text
     assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
     assert results["train_samples"] == 8 and (output / "checkpoint-3").is_dir()
@@ -208,31 +215,25 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(monkeypatch, tra
 
     weights = output / "checkpoint-3" / "model.safetensors"  # a damaged checkpoint named explicitly: a clear error
     weights.write_bytes(weights.read_bytes()[:1000])
-    resume = ["--max_steps", "4", "--resume_from_checkpoint", str(weights.parent)]
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv, *resume])
     with pytest.raises(
         DamagedCheckpoint, match=r"checkpoint-3 is damaged: model.safetensors cannot be read.*--resume"
     ):
-        run_captioning.main()
+        run("--max_steps", "4", "--resume_from_checkpoint", str(weights.parent))
 
 
-def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(monkeypatch, train_argv, tmp_path, caplog):
+def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(monkeypatch, run_saving_every_step, caplog):
     from types import SimpleNamespace
 
     from vitgpt2 import disk_space
     from vitgpt2.disk_space import DiskFull
 
-    output = tmp_path / "out"
-    argv = [*train_argv(output), "--max_train_samples", "8", "--per_device_train_batch_size", "4"]
-    argv += ["--save_strategy", "steps", "--save_steps", "1"]
-    argv += ["--max_steps", "2", "--save_total_limit", "3"]
+    output, run = run_saving_every_step
     monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda folder: SimpleNamespace(free=1_000_000))
 
     def full(*args, **kwargs):  # what torch.save raises when the disk fills up mid-file
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1024 vs 960")
 
     monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
     with (
         caplog.at_level(logging.WARNING),
         pytest.raises(
@@ -240,8 +241,8 @@ def test_a_full_disk_says_so_with_the_bytes_and_the_run_goes_on_afterwards(monke
             match=r"no space left on the disk of .*1,000,000 bytes free, a checkpoint takes about [\d,]+\. Free space",
         ),
     ):
-        run_captioning.main()
+        run("--max_steps", "2", "--save_total_limit", "3")
     assert re.search(r"has 1,000,000 bytes free, and 3 checkpoints take about [\d,]+", caplog.text)  # warned first
-    monkeypatch.undo()
-    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
-    assert run_captioning.main()["train_samples"] == 8 and (output / "checkpoint-2" / "trainer_state.json").is_file()
+    monkeypatch.undo()  # the disk has room again: the same command goes on
+    assert run("--max_steps", "2", "--save_total_limit", "3")["train_samples"] == 8
+    assert (output / "checkpoint-2" / "trainer_state.json").is_file()

@@ -80,3 +80,44 @@ def test_files_and_generation_options(tiny_captioner_pipe, tiny_captioner_dir, i
 def test_folder_without_images_fails(tiny_captioner_dir, tmp_path, capsys):
     assert run_caption(str(tmp_path), "--model", tiny_captioner_dir) == 1
     assert "no image files" in capsys.readouterr().err
+
+
+def test_a_killed_run_resumes_where_it_stopped(tiny_captioner_pipe, tiny_captioner_dir, image_dir, tmp_path, capsys):
+    files = [str(image_dir / name) for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")]
+    expected = {f: captioned(tiny_captioner_pipe, f) for f in files}
+    output = tmp_path / "captions.jsonl"
+    # killed while writing: one caption whole, the next cut off mid-line
+    whole = json.dumps({"file": files[0], "caption": expected[files[0]]})
+    output.write_text(whole + "\n" + json.dumps({"file": files[1], "caption": "cut"})[:20])
+    argv = [str(image_dir), "--model", tiny_captioner_dir, "--output", str(output), "--batch_size", "2"]
+    assert run_caption(*argv) == 0
+    assert "1 already in" in capsys.readouterr().err
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(record["file"] for record in records) == files  # each once, the cut line gone
+    assert all(record["caption"] == expected[record["file"]] for record in records)
+
+    assert run_caption(*argv) == 0  # nothing left to do: nothing recaptioned
+    assert "3 already in" in capsys.readouterr().err
+    assert [json.loads(line) for line in output.read_text().splitlines()] == records
+
+
+def test_workers_and_batches_give_the_pipelines_captions(tiny_captioner_pipe, tiny_captioner_dir, image_dir, capsys):
+    outputs = []
+    for workers, batch in (("0", "1"), ("2", "2")):
+        assert (
+            run_caption(str(image_dir), "--model", tiny_captioner_dir, "--num_workers", workers, "--batch_size", batch)
+            == 0
+        )
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert [line.split("\t")[1] for line in outputs[0].splitlines()] == [
+        captioned(tiny_captioner_pipe, image_dir / name) for name in ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")
+    ]
+
+
+def test_unreadable_files_are_listed_at_the_end(tiny_captioner_dir, image_dir, capsys):
+    (image_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    assert run_caption(str(image_dir), "--model", tiny_captioner_dir, "--batch_size", "2") == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert "cannot read" in errors[-2] and "broken.jpg" in errors[-2]
+    assert errors[-1] == "vitgpt2 caption: 3 captioned, 1 failed"

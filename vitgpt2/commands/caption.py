@@ -38,13 +38,16 @@ def register(subparsers) -> None:
         "caption",
         help="Caption images with a trained captioner.",
         description="Captions images (files, folders of images, http(s) URLs). Prints FILE<TAB>CAPTION lines, or "
-        "writes JSON lines {file, caption} with --output. Unreadable images are reported on stderr and skipped; "
-        "the exit status is then non-zero.",
+        "writes JSON lines {file, caption} with --output; run again, it skips the files already there. Unreadable "
+        "images are skipped and listed on stderr at the end; the exit status is then non-zero.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="Image files, folders or URLs.")
     parser.add_argument("--model", required=True, help="Captioner folder or Hub id (VisionEncoderDecoder).")
     parser.add_argument("--output", help="Write JSON lines {file, caption} to this file instead of printing.")
     parser.add_argument("--batch_size", type=positive_int, default=8, help="Images per generate call.")
+    parser.add_argument(
+        "--num_workers", type=int, default=2, help="Processes decoding images while the model generates (0: none)."
+    )
     parser.add_argument("--max_new_tokens", type=positive_int, help="Default: the model's generation config.")
     parser.add_argument("--num_beams", type=positive_int, help="Default: the model's generation config.")
     parser.add_argument("--min_new_tokens", type=positive_int, help="Default: the model's generation config.")
@@ -77,35 +80,83 @@ def is_image_file(entry: os.DirEntry) -> bool:
     return entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def caption_images(
-    pipe, images: list[str], batch_size: int, **generate_kwargs
-) -> Iterator[tuple[str, str | None, str]]:
-    """Yields (image, caption, "") or (image, None, error message), in input order.
+class _ImageFiles:
+    """A map-style dataset over image paths and URLs: each item is decoded to uint8 at the encoder's size in a
+    DataLoader worker, the pipeline's own preprocessing, or carries the reason it could not be."""
 
-    Batches run whole; a batch holding an unreadable image is captioned again one image at a time, so that one
-    bad file costs its own caption only.
-    """
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
+    def __init__(self, images: list[str], image_processor):
+        self.images, self.image_processor = images, image_processor
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[str, object, str]:
+        from ..remote_code.images import image_to_uint8
+        from ..remote_code.pipeline import _decodable
+
+        image = self.images[index]
         try:
-            outputs = pipe(batch, batch_size=batch_size, **generate_kwargs)
-        except read_errors():
-            for image in batch:
-                yield caption_one(pipe, image, **generate_kwargs)
-        else:
-            for image, output in zip(batch, outputs):
-                yield image, output[0]["generated_text"], ""
+            return image, image_to_uint8(_decodable(image), self.image_processor), ""
+        except read_errors() as error:
+            return image, None, str(error)
 
 
-def caption_one(pipe, image: str, **generate_kwargs) -> tuple[str, str | None, str]:
-    try:
-        return image, pipe(image, **generate_kwargs)[0]["generated_text"], ""
-    except read_errors() as error:
-        return image, None, str(error)
+def caption_images(
+    pipe, images: list[str], batch_size: int, num_workers: int = 0, **generate_kwargs
+) -> Iterator[tuple[str, str | None, str]]:
+    """Yields (image, caption, "") or (image, None, error message), in input order, a batch at a time.
+
+    Images are decoded in `num_workers` DataLoader processes while the model generates; an unreadable image costs
+    its own caption only. Captions are the pipeline's for the same image and options."""
+    import numpy as np
+    import torch
+
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(images, pipe.image_processor),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
+    )
+    for batch in loader:
+        readable = [pixels for _, pixels, _ in batch if pixels is not None]
+        captions = iter(_generate(pipe, np.stack(readable), generate_kwargs) if readable else [])
+        for image, pixels, error in batch:
+            yield (image, next(captions), "") if pixels is not None else (image, None, error)
+
+
+def _generate(pipe, pixels, generate_kwargs: dict) -> list[str]:
+    import torch
+
+    outputs = pipe.forward({"pixel_values": pipe.normalize(torch.from_numpy(pixels))}, generate_kwargs=generate_kwargs)
+    return [
+        pipe.postprocess({"sequences": sequences[None]})[0]["generated_text"] for sequences in outputs["sequences"]
+    ]
+
+
+def already_captioned(path: str) -> set[str]:
+    """The files an earlier run wrote to the JSON lines file `path`; a last line cut short by a kill is dropped (the
+    file is rewritten without it), so a killed run loses at most the batch it was writing."""
+    if not os.path.isfile(path):
+        return set()
+    records, intact = [], True
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line)["file"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                intact = False
+                break
+    if not intact:
+        with open(path, encoding="utf-8") as f:
+            kept = f.readlines()[: len(records)]
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(path + ".tmp", path)
+    return set(records)
 
 
 def open_output(path: str | None):
-    return open(path, "w", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout)
+    return open(path, "a", encoding="utf-8") if path else contextlib.nullcontext(sys.stdout)
 
 
 def format_line(image: str, caption: str, as_json: bool) -> str:
@@ -115,21 +166,29 @@ def format_line(image: str, caption: str, as_json: bool) -> str:
 
 
 def run(args) -> int:
+    from tqdm.auto import tqdm
+
     from ..inference import captioning_pipeline  # imported here so that `vitgpt2 --help` stays fast
 
     images, problems = expand_inputs(args.images)
-    for problem in problems:
-        print(f"vitgpt2 caption: {problem}", file=sys.stderr)
+    done = already_captioned(args.output) if args.output else set()
+    todo = [image for image in images if image not in done]
+    if done:
+        print(f"vitgpt2 caption: {len(images) - len(todo)} already in {args.output}, skipped", file=sys.stderr)
     generate_kwargs = {key: getattr(args, key) for key in DECODING_OPTIONS if getattr(args, key) is not None}
-    pipe = captioning_pipeline(args.model, device=args.device) if images else None
-    unreadable = 0
-    with open_output(args.output) as output:
-        for image, caption, error in caption_images(pipe, images, args.batch_size, **generate_kwargs):
+    pipe = captioning_pipeline(args.model, device=args.device) if todo else None
+    unreadable = []
+    with open_output(args.output) as output, tqdm(total=len(todo), unit="img", disable=None) as progress:
+        batches = caption_images(pipe, todo, args.batch_size, args.num_workers, **generate_kwargs) if todo else []
+        for image, caption, error in batches:
             if caption is None:
-                unreadable += 1
-                print(f"vitgpt2 caption: cannot read {image}: {error}", file=sys.stderr)
+                unreadable.append(f"cannot read {image}: {error}")
             else:
                 output.write(format_line(image, caption, as_json=bool(args.output)))
-    failed = unreadable + len(problems)
-    print(f"vitgpt2 caption: {len(images) - unreadable} captioned, {failed} failed", file=sys.stderr)
+            output.flush()  # captions come a batch at a time: a killed run loses at most the batch being written
+            progress.update(1)
+    for problem in problems + unreadable:  # listed at the end, where they are not lost among the captions
+        print(f"vitgpt2 caption: {problem}", file=sys.stderr)
+    failed = len(unreadable) + len(problems)
+    print(f"vitgpt2 caption: {len(todo) - len(unreadable)} captioned, {failed} failed", file=sys.stderr)
     return 0 if images and not failed else 1

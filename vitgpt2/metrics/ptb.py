@@ -88,16 +88,13 @@ HTHING = r"[A-Za-z0-9][A-Za-z0-9.,\u00AD]*(?:-(?:[A-Za-z0-9\u00AD]+|" + ACRO + r
 NUMBER = "[-+]?(?:" + DIGIT + r"*(?:[.:,\u00AD\u066B\u066C]" + DIGIT + "+)+|" + DIGIT + "+)"
 
 
+def _caseless_word(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else regex.escape(c) for c in word)
+
+
 def _caseless(words: str) -> str:
     """`a|bc` -> a pattern matching those words in any case (the Java lexer is caseless outside character classes)."""
-    return (
-        "(?:"
-        + "|".join(
-            "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else regex.escape(c) for c in w)
-            for w in words.split("|")
-        )
-        + ")"
-    )
+    return "(?:" + "|".join(map(_caseless_word, words.split("|"))) + ")"
 
 
 # Abbreviations that keep their period. Case matters where the lexer's own classes make it matter (Ark, Ill, Mass,
@@ -131,7 +128,7 @@ _TAG = r"<\/?[A-Za-z!][^>]*>"  # SGML-like tags, which the lexer keeps whole
 # After spaces or line breaks: a word that starts sentences, capitalised, before a space or line break; or a tag.
 _SENTENCE_OPENER = (
     f"{_SPACE_OR_NEWLINE}+(?:(?:"
-    + "|".join(word[0] + _caseless(word[1:])[3:-1] for word in _OPENERS.split())
+    + "|".join(word[0] + _caseless_word(word[1:]) for word in _OPENERS.split())  # a capital, then any case
     + f")(?={_SPACE_OR_NEWLINE})|{_TAG})"
 )
 _ASSIMILATIONS = (("gon", "na"), ("wan", "na"), ("got", "ta"), ("lem", "me"), ("gim", "me"))

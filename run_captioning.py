@@ -49,6 +49,8 @@ from vitgpt2.model import (
     parameter_counts,
     set_encoder_trainable,
 )
+from vitgpt2.parallelism import describe as describe_parallelism
+from vitgpt2.parallelism import fallback_warning
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
 from vitgpt2.trainer import CaptioningTrainer
@@ -192,6 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
         encoder_learning_rate=model_args.encoder_learning_rate,
         callbacks=[PipelineCodeCallback(tokenizer=tokenizer, image_processor=image_processor)],
     )
+
+    logger.warning("Parallelism: %s", describe_parallelism(trainer))
+    if warning := fallback_warning(trainer):
+        logger.warning(warning)
 
     results = {}
     # The last scored pass (predict, else eval) gives the model card's samples; `shown` is the split it came from.

@@ -197,6 +197,7 @@ def test_a_resume_is_announced_at_the_default_log_level(run_saving_every_step, c
     with caplog.at_level(logging.WARNING):
         run("--max_steps", "2")
     assert f"Resuming training from {output / 'checkpoint-1'}" in caplog.text
+    assert "Parallelism: one process" in caplog.text and "was asked for" not in caplog.text
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_one_before(run_saving_every_step, caplog):

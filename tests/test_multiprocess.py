@@ -11,16 +11,21 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _launch(processes: int, args: list[str]) -> None:
+def _launch(processes: int, args: list[str]) -> str:
+    """Runs run_captioning.py under `accelerate launch` on the CPU; returns what it printed.
+
+    `--multi_gpu` with the script's `--use_cpu` is what starts several CPU processes (gloo): accelerate's own `--cpu`
+    runs one process, whatever --num_processes says."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--num_processes", str(processes), "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu",
-        os.path.join(ROOT, "run_captioning.py"), *args, "--report_to", "none",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu" if processes > 1 else "--cpu",
+        os.path.join(ROOT, "run_captioning.py"), *args, "--report_to", "none", "--use_cpu",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
 
 
 @pytest.mark.slow
@@ -28,15 +33,16 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_coco, t
     encoder, decoder = tiny_models
     trained = str(tmp_path / "trained")
     common = ["--coco_dir", synthetic_coco, "--per_device_eval_batch_size", "5", "--metrics", "bleu,rouge,cider"]
-    _launch(
+    printed = _launch(
         2,
         [
             "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
-            "--output_dir", trained, "--do_train", "--num_train_epochs", "4", "--learning_rate", "2e-3",
+            "--output_dir", trained, "--do_train", "--num_train_epochs", "8", "--learning_rate", "2e-3",
             "--per_device_train_batch_size", "4", "--captions_per_image", "5", "--save_strategy", "no",
             "--ddp_find_unused_parameters", "false", *common,  # every parameter gets a gradient
         ],
     )  # fmt: skip
+    assert "Parallelism: DDP over 2 processes" in printed
     results = {}
     for processes in (1, 2):
         output = str(tmp_path / f"eval{processes}")
@@ -73,3 +79,33 @@ def test_main_ends_the_process_group_it_ran_in(monkeypatch, train_argv, tmp_path
     monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
     run_captioning.main()
     assert ended == [True]
+
+
+def _trainer(processes: int, distributed_type, fsdp: bool = False, deepspeed: bool = False):
+    """What `vitgpt2.parallelism` reads of a Trainer."""
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(num_processes=processes, distributed_type=distributed_type)
+    args = SimpleNamespace(fsdp=[], deepspeed=None)
+    return SimpleNamespace(
+        accelerator=SimpleNamespace(state=state), args=args, is_fsdp_enabled=fsdp, is_deepspeed_enabled=deepspeed
+    )
+
+
+def test_the_log_names_the_parallelism_that_runs_and_a_silent_fallback(monkeypatch):
+    """On the CPU, `accelerate launch --config_file configs/accelerate/fsdp.yaml` sets ACCELERATE_USE_FSDP but runs
+    plain multi-process training (state MULTI_CPU, FSDP off): the run must say so."""
+    from accelerate.utils import DistributedType
+
+    from vitgpt2.parallelism import describe, fallback_warning
+
+    assert describe(_trainer(1, DistributedType.NO)) == "one process"
+    assert describe(_trainer(2, DistributedType.MULTI_CPU)) == "DDP over 2 processes (MULTI_CPU)"
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert fallback_warning(_trainer(2, DistributedType.MULTI_CPU)) is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    warning = fallback_warning(_trainer(2, DistributedType.MULTI_CPU))
+    assert (
+        warning.startswith("FSDP was asked for, but accelerate runs DDP over 2 processes")
+        and "nothing is sharded" in warning
+    )

@@ -50,8 +50,13 @@ class CaptionMetricsHook:
     def __call__(self, eval_prediction) -> dict[str, float]:
         if self.view is None:
             raise RuntimeError("evaluation needs an ImagesWithReferences view (one item per image)")
-        predictions, gen_len = self.decode(np.asarray(eval_prediction.predictions))
-        indices = np.asarray(eval_prediction.label_ids).reshape(len(predictions), -1)[:, 0]
+        generated = np.asarray(eval_prediction.predictions)
+        indices = np.asarray(eval_prediction.label_ids).reshape(len(generated), -1)[:, 0]
+        # Several processes: the distributed sampler repeats images to even out the last batches, and what is
+        # gathered can hold them; each image counts once, with its first caption.
+        first = np.sort(np.unique(indices, return_index=True)[1])
+        predictions, gen_len = self.decode(generated[first])
+        indices = indices[first]
         rows = self.view.metadata(indices)
         references = [row["captions"] for row in rows]
         images = self.view.pictures(indices) if self.scorer.needs_images else None

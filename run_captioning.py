@@ -259,9 +259,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def end_process_group() -> None:
-    """Each process ends its process group itself: left to interpreter teardown, rank 1 sometimes aborted after
-    saving ("terminate called without an active exception"), failing a finished run."""
+    """Every process ends the process group together: left to interpreter teardown, rank 1 sometimes aborted after
+    saving ("terminate called without an active exception"), and one rank tearing it down while another still used
+    it (rank 0 publishes alone) left that one waiting. So all meet at a barrier first, then each destroys it."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

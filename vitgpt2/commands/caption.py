@@ -142,8 +142,10 @@ def already_captioned(path: str) -> set[str]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
+                if not line.endswith("\n"):  # written in part: the next record would run on from it
+                    raise ValueError(line)
                 records.append(json.loads(line)["file"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
                 intact = False
                 break
     if not intact:

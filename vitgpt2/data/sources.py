@@ -39,10 +39,10 @@ def numeric_id(value) -> int | None:
     return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else None
 
 
-def clean_captions(captions, where: str = "a caption") -> list[str]:
-    """Strips captions and drops empty or whitespace-only ones (COCO has a few stray spaces and newlines) and nulls
-    (counted by the callers). Anything else that is not text is an error naming `where`: a number or a list would
-    otherwise be trained on as the text "42" or "['a dog']"."""
+def clean_captions(captions, where: str = "a caption") -> tuple[list[str], int]:
+    """(the captions stripped, how many were left out): empty or whitespace-only ones (COCO has a few stray spaces
+    and newlines) and nulls are left out and counted. Anything else that is not text is an error naming `where`: a
+    number or a list would otherwise be trained on as the text "42" or "['a dog']"."""
     if captions is None or isinstance(captions, str):
         captions = [captions]
     cleaned = []
@@ -52,18 +52,7 @@ def clean_captions(captions, where: str = "a caption") -> list[str]:
             raise DataSourceError(f"{where}: a caption must be text, not {type(caption).__name__} {shown}")
         if caption is not None and caption.strip():
             cleaned.append(" ".join(caption.split()))
-    return cleaned
-
-
-def dropped(raw_captions) -> int:
-    """How many of an image's captions `clean_captions` leaves out (null, empty or whitespace only)."""
-    if raw_captions is None or isinstance(raw_captions, str):
-        raw_captions = [raw_captions]
-    return sum(
-        caption is None or not caption.strip()
-        for caption in raw_captions
-        if caption is None or isinstance(caption, str)
-    )
+    return cleaned, len(captions) - len(cleaned)
 
 
 def safe_join(root: str, relative: str) -> str:
@@ -115,10 +104,11 @@ def _coco_rows(annotation_file: str, image_dir: str, mtime: float):
         if image_id in seen:
             continue  # captions are merged by id already
         seen.add(image_id)
+        cleaned, left_out = clean_captions(captions.get(image_id, []), f"{annotation_file}, image {image_id}")
         yield {
             "image": safe_join(image_dir, image["file_name"]),
-            "captions": clean_captions(captions.get(image_id), f"{annotation_file}, image {image_id}"),
-            "captions_left_out": dropped(captions.get(image_id, [])),
+            "captions": cleaned,
+            "captions_left_out": left_out,
             "image_id": image_id,
             "numeric_id": numeric_id(image["id"]),
             "file_name": image["file_name"],
@@ -179,10 +169,11 @@ def _karpathy_rows(split_file: str, image_root: str, splits: tuple[str, ...], mt
         relative = os.path.join(image.get("filepath", ""), image["filename"])
         source_id = image.get("cocoid", image.get("imgid", image["filename"]))
         raw_captions = [sentence.get("raw", "") for sentence in image.get("sentences", [])]
+        cleaned, left_out = clean_captions(raw_captions, f"{split_file}, image {source_id}")
         yield {
             "image": safe_join(image_root, relative),
-            "captions": clean_captions(raw_captions, f"{split_file}, image {source_id}"),
-            "captions_left_out": dropped(raw_captions),
+            "captions": cleaned,
+            "captions_left_out": left_out,
             "image_id": str(source_id),
             "numeric_id": numeric_id(source_id),
             "file_name": image["filename"],
@@ -216,8 +207,9 @@ def _group_captions(captions: list, image_ids: list) -> tuple[list[int], list[li
     groups: OrderedDict = OrderedDict()
     for row, (image_id, caption) in enumerate(zip(image_ids, captions)):
         first, merged, left_out = groups.setdefault(image_id, (row, [], [0]))
-        merged.extend(clean_captions(caption, f"the row of image {image_id}"))
-        left_out[0] += dropped(caption)
+        cleaned, dropped = clean_captions(caption, f"the row of image {image_id}")
+        merged.extend(cleaned)
+        left_out[0] += dropped
     return (
         [first for first, _, _ in groups.values()],
         [merged for _, merged, _ in groups.values()],
@@ -257,8 +249,8 @@ def to_image_rows(
         source_ids = [dataset[image_id_column][row] for row in first_rows]
     else:
         first_rows = list(range(len(dataset)))
-        merged = [clean_captions(c, f"{where}, row {row}") for row, c in zip(first_rows, captions)]
-        left_out = [dropped(c) for c in captions]
+        rows = [clean_captions(c, f"{where}, row {row}") for row, c in zip(first_rows, captions)]
+        merged, left_out = [cleaned for cleaned, _ in rows], [count for _, count in rows]
         source_ids = first_rows
     image_ids = [str(source_id) for source_id in source_ids]
     dataset = dataset.select(first_rows)

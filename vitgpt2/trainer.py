@@ -184,7 +184,8 @@ class CaptioningTrainer(Seq2SeqTrainer):
 
     def _scored(self, run, dataset, prefix: str):
         """(what `run` returns, the per-image records it scored): `run` is the Trainer's `evaluate` or `predict` over
-        `dataset`. The records are also written (main process) to `<prefix>_predictions.jsonl`."""
+        `dataset`. The records are also written (main process) to `<prefix>_predictions.jsonl` and, in COCO's results
+        format, `<prefix>_coco_results.json`."""
         hook = self.metrics_hook
         if hook is None:
             return run(), []

@@ -11,8 +11,8 @@ its own tokenizer, and bert-score's rescaling baselines were computed on raw tex
 - BLEU-1..4 (`bleu` is BLEU-4): corpus level with the closest reference length, computed exactly as pycocoevalcap's
   `Bleu(4)`. Per image: pycocoevalcap's sentence BLEU, i.e. no smoothing beyond its 1e-15 / 1e-9 epsilons, so an
   image without any matching 4-gram gets ~0 BLEU-4.
-- ROUGE-1/2/L: `rouge_score` with the Porter stemmer, best reference per prediction (`score_multi`, F-measure),
-  then the mean. `rougeL_coco` is COCO eval's ROUGE-L (pycocoevalcap `Rouge`: LCS, beta = 1.2, best precision and
+- ROUGE-1/2/L: as `rouge_score` computes them with its Porter stemmer, best reference per prediction (its
+  `score_multi`, F-measure; `vitgpt2.metrics.rouge`), then the mean. `rougeL_coco` is COCO eval's ROUGE-L (pycocoevalcap `Rouge`: LCS, beta = 1.2, best precision and
   best recall over the references), which is what captioning papers report as ROUGE-L.
 - CIDEr-D: a reimplementation of pycocoevalcap's `Cider` (n = 4, sigma = 6, document frequencies from the
   references of the scored set), faster because each reference vector is built once.
@@ -35,16 +35,6 @@ from .java_metrics import JAVA_METRICS, java_inputs, java_metric, java_metric_un
 from .ptb import tokenize_all
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ROUGE
-# ---------------------------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The scorer
-# ---------------------------------------------------------------------------------------------------------------
 
 
 def _check_inputs(predictions, references) -> tuple[list[str], list[list[str]]]:

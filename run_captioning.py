@@ -38,7 +38,7 @@ from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_split
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
 from vitgpt2.disk_space import warn_if_short
-from vitgpt2.errors import report_user_errors
+from vitgpt2.errors import ArgumentError, report_user_errors
 from vitgpt2.metrics import CaptionScorer
 from vitgpt2.model import (
     attention_implementations,
@@ -53,13 +53,20 @@ from vitgpt2.parallelism import describe as describe_parallelism
 from vitgpt2.parallelism import fallback_warning
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
+from vitgpt2.scst.rewards import CaptionReward
+from vitgpt2.scst.trainer import ScstTrainer
 from vitgpt2.trainer import CaptioningTrainer
 
 logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, decoding_args, metrics_args, training_args = parse_args(argv)
+    model_args, data_args, decoding_args, metrics_args, scst_args, training_args = parse_args(argv)
+    if scst_args.scst and model_args.model_name_or_path is None:
+        raise ArgumentError(
+            "--scst continues a captioner trained with cross-entropy: give it with --model_name_or_path "
+            "(self-critical training from scratch samples noise and learns nothing)"
+        )
     # vitgpt2 pushes the finished folder itself (vitgpt2.publish.hub): the Trainer's push would upload checkpoints without
     # pipeline code. The token is kept out of training_args, which the Trainer pickles into training_args.bin.
     push, training_args.push_to_hub = training_args.push_to_hub, False
@@ -162,7 +169,13 @@ def main(argv: list[str] | None = None) -> dict:
     for role, counts in left_out.items():
         if counts[f"{role}_captions_left_out"]:
             logger.warning("%s: left out %d null or empty captions", role, counts[f"{role}_captions_left_out"])
-    train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image) if "train" in processed else None
+    train_dataset = None
+    if "train" in processed:  # SCST samples its own captions: one item per image, its references for the reward
+        train_dataset = (
+            ImagesWithReferences(processed["train"])
+            if scst_args.scst
+            else CaptionGroups(processed["train"], data_args.captions_per_image)
+        )
     views = {role: ImagesWithReferences(processed[role]) for role in ("eval", "predict") if role in processed}
     eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
 
@@ -182,8 +195,17 @@ def main(argv: list[str] | None = None) -> dict:
         if scorer.bertscore is not None:
             scorer.bertscore.check_available()
 
-    # Trainer.
-    trainer = CaptioningTrainer(
+    # Trainer: cross-entropy, or self-critical with a reward over the training references.
+    trainer_class, scst_kwargs = CaptioningTrainer, {}
+    if scst_args.scst and training_args.do_train:
+        logger.info("Self-critical training: %s", scst_args.describe())
+        trainer_class = ScstTrainer
+        scst_kwargs = {
+            "scst_args": scst_args,
+            "reward": CaptionReward(processed["train"]["captions"], scst_args.reward_weights),
+            "max_new_tokens": scst_args.scst_max_new_tokens or data_args.max_target_length,
+        }
+    trainer = trainer_class(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -193,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         scorer=scorer,
         encoder_learning_rate=model_args.encoder_learning_rate,
         callbacks=[PipelineCodeCallback(tokenizer=tokenizer, image_processor=image_processor)],
+        **scst_kwargs,
     )
 
     logger.warning("Parallelism: %s", describe_parallelism(trainer))
@@ -211,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = {
             **train_result.metrics,
             "train_samples": len(processed["train"]),
-            "train_pairs": train_dataset.num_captions,
+            "train_pairs": sum(len(ids) for ids in processed["train"]["caption_ids"]),
             **parameters,
             **left_out["train"],
         }
@@ -253,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
             source_images=shown,
             push=push,
             token=hub_token,
+            scst=scst_args.describe() if scst_args.scst else None,
         )
     end_process_group()
     return results

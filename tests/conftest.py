@@ -230,3 +230,17 @@ def sdpa_masks_compiled():
     torch._dynamo.reset()
     yield name, _SDPA_MASKS_SEEN
     torch._dynamo.reset()
+
+
+@pytest.fixture(scope="session")
+def ce_captioner(tmp_path_factory, train_argv) -> str:
+    """A captioner trained with cross-entropy on the synthetic set (tiny models, 60 steps): where SCST starts."""
+    import run_captioning
+
+    output = tmp_path_factory.mktemp("ce") / "captioner"
+    argv = [
+        *train_argv(output), "--num_train_epochs", "12", "--per_device_train_batch_size", "8",
+        "--learning_rate", "2e-3", "--save_strategy", "no", "--seed", "0", "--max_target_length", "16",
+    ]  # fmt: skip
+    run_captioning.main(argv)
+    return str(output)

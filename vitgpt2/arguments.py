@@ -15,6 +15,7 @@ from .data.preprocessing import BadImagePolicy
 from .data.views import check_captions_per_image
 from .errors import ArgumentError
 from .metrics.arguments import MetricsArguments
+from .scst.arguments import ScstArguments
 
 # Literal types become the parser's choices, so a wrong value is refused with the allowed ones listed.
 AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
@@ -225,7 +226,14 @@ class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
             )
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, DecodingArguments, MetricsArguments, CaptioningTrainingArguments)
+ARGUMENT_CLASSES = (
+    ModelArguments,
+    DataArguments,
+    DecodingArguments,
+    MetricsArguments,
+    ScstArguments,
+    CaptioningTrainingArguments,
+)
 
 
 def _config_to_argv(path: str) -> list[str]:
@@ -243,7 +251,7 @@ def _config_to_argv(path: str) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None):
-    """(model, data, decoding, metrics, training) arguments from the command line or a config file (+ overrides)."""
+    """(model, data, decoding, metrics, scst, training) arguments from the command line or a config file (+ overrides)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".json", ".yaml", ".yml")) and os.path.isfile(argv[0]):
         argv = _config_to_argv(argv[0]) + argv[1:]

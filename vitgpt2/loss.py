@@ -34,7 +34,7 @@ def repeated_encoder_states(model, repeats: torch.Tensor, total: int | None = No
         handle.remove()
 
 
-def _token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+def token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
     """Per-token cross-entropy (captions, length) of the captions present in `labels`, the number of
     captions of each image, and the model outputs; every image goes through the encoder once."""
     if labels.dim() == 2:
@@ -69,7 +69,7 @@ def caption_loss(
     caption tokens, or their sum over `num_items_in_batch` when the Trainer counts tokens across
     gradient-accumulation steps.
     """
-    losses, mask, _, outputs = _token_losses(model, pixel_values, labels, label_smoothing)
+    losses, mask, _, outputs = token_losses(model, pixel_values, labels, label_smoothing)
     denominator = num_items_in_batch if num_items_in_batch is not None else mask.sum()
     return losses.sum() / denominator, outputs
 
@@ -79,7 +79,7 @@ def per_image_loss(model, pixel_values: torch.Tensor, labels: torch.Tensor) -> t
 
     Averaged over images, this does not depend on how images were batched or spread over processes.
     """
-    losses, mask, repeats, _ = _token_losses(model, pixel_values, labels)
+    losses, mask, repeats, _ = token_losses(model, pixel_values, labels)
     owner = torch.repeat_interleave(torch.arange(len(repeats), device=losses.device), repeats.to(losses.device))
     sums = losses.new_zeros(len(repeats)).index_add(0, owner, losses.sum(dim=-1))
     counts = losses.new_zeros(len(repeats)).index_add(0, owner, mask.sum(dim=-1).to(losses.dtype))

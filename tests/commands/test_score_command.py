@@ -113,6 +113,7 @@ def test_bertscore_options(tmp_path, capsys):
         "vocabulary",
         "distinct1",
         "distinct2",
+        "degenerate",
     }
 
 

@@ -217,7 +217,7 @@ def test_references_may_be_a_single_string_and_counts_vary():
 # --- API ------------------------------------------------------------------------------------------------------
 
 
-DIVERSITY = {"vocabulary", "distinct1", "distinct2"}  # always reported
+DIVERSITY = {"vocabulary", "distinct1", "distinct2", "degenerate"}  # always reported
 
 
 def test_only_selected_metrics_appear(corpus):
@@ -240,6 +240,26 @@ def test_diversity_counts_words_and_copies_as_coco_tokenizes_them():
     )  # a-dog dog-runs runs-on on-the the-grass a-cat cat-sleeps
     assert scores["copied_from_train"] == 50.0  # case and punctuation don't make the first two new
     assert "copied_from_train" not in CaptionScorer(metrics="bleu").score(predictions, [["x"]] * 4)
+    assert scores["degenerate"] == 0
+
+
+@pytest.mark.parametrize(
+    ("caption", "degenerate"),
+    [
+        ("a dog runs on the grass", False),
+        ("A a dog runs on the grass.", True),  # case does not hide a repeat
+        ("a dog runs on the", True),
+        ("a dog sitting next to an", True),
+        ("a man 's hat with", True),
+        ("a close-up of a t.v. on a stand", False),
+        ("it's a dog in", True),
+        ("two dogs , two cats", False),  # a repeat with a word between is fine
+        ("", False),
+    ],
+)
+def test_degenerate_captions_repeat_a_word_or_dangle(caption, degenerate):
+    scores = CaptionScorer(metrics="bleu").score([caption, "a dog"], [["a dog"], ["a dog"]])
+    assert scores["degenerate"] == (50.0 if degenerate else 0.0)
 
 
 def test_all_values_on_a_0_100_scale(ngram_scores):

@@ -6,7 +6,7 @@ Pure Python on n-gram counts, several times faster than pycocoevalcap because ea
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 MAX_NGRAM = 4
 CIDER_SIGMA = 6.0
@@ -56,15 +56,23 @@ def bleu_scores(hyp_counts, hyp_lengths, refs_counts, refs_lengths) -> tuple[lis
     return _bleu_from_stats(total_correct, total_guess, total_test, total_ref), per_image
 
 
-class _TfIdf:
-    """CIDEr's tf-idf n-gram vectors, with the idf taken from the references of the scored set."""
+class TfIdf:
+    """CIDEr's tf-idf n-gram vectors. pycocoevalcap takes the document frequencies from the references of the scored
+    set (`from_references`); self-critical training takes them from the training references once, as
+    ruotianluo/ImageCaptioning.pytorch's CIDEr-D does."""
 
-    def __init__(self, refs_counts: Sequence[Sequence[Counter]]):
-        document_frequency = Counter()
+    def __init__(self, document_frequency: Counter, num_images: int):
+        self.log_df = {ngram: math.log(df) for ngram, df in document_frequency.items()}
+        self.log_num_images = math.log(num_images)
+
+    @classmethod
+    def from_references(cls, refs_counts: Iterable[Sequence[Counter]]) -> "TfIdf":
+        """Document frequency: in how many images' references each n-gram appears."""
+        document_frequency, num_images = Counter(), 0
         for ref_counts in refs_counts:
             document_frequency.update(set().union(*ref_counts))
-        self.log_df = {ngram: math.log(df) for ngram, df in document_frequency.items()}
-        self.log_num_images = math.log(len(refs_counts))
+            num_images += 1
+        return cls(document_frequency, num_images)
 
     def vector(self, counts: Counter):
         """-> (weights per n-gram order, norm per order, length). Length counts bigrams, as pycocoevalcap does."""
@@ -95,9 +103,10 @@ def _cider_similarity(hyp, ref) -> float:
     return total / MAX_NGRAM
 
 
-def cider_scores(hyp_counts, refs_counts) -> list[float]:
-    """Per-image CIDEr-D on pycocoevalcap's scale (x10); the corpus score is their mean."""
-    tfidf = _TfIdf(refs_counts)
+def cider_scores(hyp_counts, refs_counts, tfidf: TfIdf | None = None) -> list[float]:
+    """Per-image CIDEr-D on pycocoevalcap's scale (x10); the corpus score is their mean. The document frequencies
+    are those of `refs_counts` unless `tfidf` gives others."""
+    tfidf = tfidf if tfidf is not None else TfIdf.from_references(refs_counts)
     scores = []
     for counts, ref_counts in zip(hyp_counts, refs_counts):
         hyp = tfidf.vector(counts)

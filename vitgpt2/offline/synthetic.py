@@ -7,6 +7,7 @@ scores far above one that writes the same caption for every image (README gives 
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import PIL.Image
@@ -86,30 +87,64 @@ def draw_scene(scene: Scene, rng: random.Random, size: int = 96) -> PIL.Image.Im
     return image
 
 
-def write_split(root: str, split: str, num_images: int, rng: random.Random, image_size: int, first_id: int) -> str:
+@dataclass(frozen=True)
+class SceneSet:
+    """How one kind of synthetic picture is drawn at random, drawn, and captioned."""
+
+    random_scene: Callable[[random.Random], object]
+    draw: Callable[[object, random.Random, int], PIL.Image.Image]
+    captions: Callable[[object, random.Random], list[str]]
+
+
+def _scene_sets() -> dict[str, SceneSet]:
+    from . import scenes
+
+    return {
+        "shapes": SceneSet(random_scene, draw_scene, lambda scene, rng: scene.captions()),
+        "scenes": SceneSet(scenes.random_scene, scenes.draw_scene, scenes.captions),
+    }
+
+
+KINDS = ("shapes", "scenes")
+
+
+def write_split(
+    root: str,
+    split: str,
+    num_images: int,
+    rng: random.Random,
+    image_size: int,
+    first_id: int,
+    kind: str = "shapes",
+) -> str:
     """Writes `<root>/<split>2017/*.jpg` and `<root>/annotations/captions_<split>2017.json`."""
+    scene_set = _scene_sets()[kind]
     image_dir = os.path.join(root, f"{split}2017")
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
     for offset in tqdm(range(num_images), desc=f"synthetic {split}", leave=False):
         image_id = first_id + offset
-        scene = random_scene(rng)
+        scene = scene_set.random_scene(rng)
         file_name = f"{image_id:012d}.jpg"
-        draw_scene(scene, rng, image_size).save(os.path.join(image_dir, file_name), quality=92)
+        scene_set.draw(scene, rng, image_size).save(os.path.join(image_dir, file_name), quality=92)
         images.append({"id": image_id, "file_name": file_name, "width": image_size, "height": image_size})
-        for k, caption in enumerate(scene.captions()):
+        for k, caption in enumerate(scene_set.captions(scene, rng)):
             annotations.append({"id": image_id * 10 + k, "image_id": image_id, "caption": caption})
-    info = {"description": "vitgpt2 synthetic scenes"}
+    info = {"description": f"vitgpt2 synthetic {kind}"}
     return write_captions_file(captions_file(root, f"{split}2017"), images, annotations, info=info)
 
 
 def write_synthetic_coco(
-    root: str, num_train: int = 2000, num_val: int = 200, image_size: int = 96, seed: int = 0
+    root: str, num_train: int = 2000, num_val: int = 200, image_size: int = 96, seed: int = 0, kind: str = "shapes"
 ) -> str:
-    """Writes a COCO-2017-layout captioning set under `root` and returns `root`."""
+    """Writes a COCO-2017-layout captioning set under `root` and returns `root`. `kind` is "shapes" (this module's
+    set, learned almost perfectly) or "scenes" (`vitgpt2.offline.scenes`: objects, places, relations, and
+    references that disagree in wording, as people's do)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown synthetic set {kind!r}; choose one of {list(KINDS)}")
     rng = random.Random(seed)
-    write_split(root, "train", num_train, rng, image_size, first_id=1)
-    write_split(root, "val", num_val, rng, image_size, first_id=1_000_000)
+    write_split(root, "train", num_train, rng, image_size, first_id=1, kind=kind)
+    write_split(root, "val", num_val, rng, image_size, first_id=1_000_000, kind=kind)
     return root
 
 

@@ -50,10 +50,11 @@ def publish(
     source_images=None,
     push: bool = False,
     token: str | None = None,
+    scst: str | None = None,
 ):
     """Completes the output folder of a training run (`args` are its training arguments): image processor, pipeline
     code, pictures of `log_history` and of the per-image `records` (drawn from `source_images`), a model card with
-    `results`; pushes it to the Hub when `push`."""
+    `results` (and, for a self-critical run, `scst`: how it was tuned); pushes it to the Hub when `push`."""
     output_dir = args.output_dir
     image_processor.save_pretrained(output_dir)
     save_pipeline_code(output_dir)
@@ -72,6 +73,7 @@ def publish(
         sample_records=records[:20],
         pictures=pictures,
         hub_model_id=args.hub_model_id if push else None,
+        scst=scst,
     )
     if push:
         repo_id = args.hub_model_id or os.path.basename(os.path.normpath(output_dir))

@@ -124,19 +124,21 @@ print(captioner("photo.jpg"))  # a path, URL or PIL image, or a list of them: [{
 `vitgpt2.inference.captioning_pipeline("{model_reference}")` gives the same pipeline without remote code."""
 
 
-def training_section(base_models: dict, dataset: str | None, hyperparameters: dict) -> str:
+def training_section(base_models: dict, dataset: str | None, hyperparameters: dict, scst: str | None = None) -> str:
     checkpoint, encoder, decoder = (base_models.get(role) for role in ("checkpoint", "encoder", "decoder"))
     start = (
         f"continued from the captioner `{checkpoint}`"
         if checkpoint
         else f"with the image encoder `{encoder}` and the text decoder `{decoder}`"
     )
-    lines = [
-        "## Training",
-        "",
-        f"A `VisionEncoderDecoderModel` {start}, fine-tuned with the Hugging Face `Seq2SeqTrainer` on "
-        f"{f'`{dataset}`' if dataset else 'image captions'}.",
-    ]
+    data = f"`{dataset}`" if dataset else "image captions"
+    how = f"fine-tuned with the Hugging Face `Seq2SeqTrainer` on {data}."
+    if scst:
+        how = (
+            f"SCST-tuned (self-critical sequence training, after cross-entropy) on {data}: {scst}. Each step samples "
+            "captions per image and raises the likelihood of those that score above the baseline."
+        )
+    lines = ["## Training", "", f"A `VisionEncoderDecoderModel` {start}, {how}"]
     public = public_hyperparameters(hyperparameters)
     if public:
         lines += [
@@ -191,13 +193,14 @@ def write_model_card(
     sample_records: list[dict],
     pictures: list[str],
     hub_model_id: str | None = None,
+    scst: str | None = None,
 ) -> str:
     """Writes `<output_dir>/README.md` and returns its path.
 
     `base_models` holds the `encoder` and `decoder` ids (or the `checkpoint` the run continued from), `metrics`
     the `eval_*` results, `sample_records` dicts with image_id, file_name, prediction and references, and
     `pictures` file names inside `output_dir`. The usage snippet loads `hub_model_id`, or this folder when there
-    is none.
+    is none. `scst` says how a self-critical run was tuned (reward, samples, baseline).
     """
     results = eval_results(metrics)
     metadata = card_metadata(model_name, base_models, dataset, results)
@@ -209,7 +212,7 @@ def write_model_card(
         results_section(results),
         samples_section(sample_records),
         pictures_section(output_dir, pictures),
-        training_section(base_models, dataset, hyperparameters),
+        training_section(base_models, dataset, hyperparameters, scst),
     ]
     text = f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(section for section in sections if section) + "\n"
     path = os.path.join(output_dir, "README.md")

@@ -24,13 +24,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 setup: $(VENV)/.installed
 
 demo: setup
-	rm -rf $(DEMO_DIR)/output
-	$(BIN)/vitgpt2 make-synthetic --output_dir $(DEMO_DIR)/data
+	rm -rf $(DEMO_DIR)/output $(DEMO_DIR)/scst
+	$(BIN)/vitgpt2 make-synthetic --kind scenes --output_dir $(DEMO_DIR)/data
 	$(BIN)/vitgpt2 make-tiny-models --coco_dir $(DEMO_DIR)/data --output_dir $(DEMO_DIR)/models
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		run_captioning.py configs/demo.yaml \
 		--bertscore_model "$$($(BIN)/python -m vitgpt2.offline.models minilm)" --bertscore_num_layers 6
-	$(BIN)/python scripts/demo_captions.py $(DEMO_DIR)/output $(DEMO_DIR)/data
+	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
+		run_captioning.py configs/demo_scst.yaml
+	$(BIN)/python scripts/demo_stages.py $(DEMO_DIR)/output $(DEMO_DIR)/scst
+	$(BIN)/python scripts/demo_captions.py $(DEMO_DIR)/scst $(DEMO_DIR)/data
 	$(BIN)/python scripts/constant_caption_baseline.py $(DEMO_DIR)/data
 
 test: setup

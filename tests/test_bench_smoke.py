@@ -70,3 +70,11 @@ def test_gpu_bench_refuses_to_profile_a_kind_it_does_not_time(bench):
 def test_bench_score_process(bench):
     results = bench("bench_score_process").main(["--images", "40", "--repeats", "1"])
     assert results["pycocoevalcap_s"] > 0 and results["vitgpt2_bleu,cider_s"] > 0
+
+
+def test_bench_scst(bench, ce_captioner, synthetic_coco, tmp_path):
+    argv = ["--checkpoint", ce_captioner, "--data", synthetic_coco, "--steps", "2", "--work_dir", str(tmp_path)]
+    outcome = bench("bench_scst").main(argv)
+    scst, ce = outcome["results"]["SCST"], outcome["results"]["cross-entropy"]
+    assert outcome["ratio"] == pytest.approx(scst["eval_cider"] / ce["eval_cider"])
+    assert {"eval_cider", "eval_degenerate", "eval_distinct2"} <= set(scst) & set(ce)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,6 +64,27 @@ def test_two_process_training_and_evaluation_match_one_process(synthetic_coco, t
     for key in ("eval_bleu", "eval_rouge1", "eval_rougeL", "eval_cider", "eval_gen_len", "eval_samples"):
         assert two[key] == pytest.approx(one[key], abs=1e-6), key
     assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_two_process_scst(ce_captioner, synthetic_coco, tmp_path):
+    """Self-critical training under DDP: each process samples for its own images, gradients meet in one backward."""
+    output = tmp_path / "scst"
+    printed = _launch(
+        2,
+        [
+            "--model_name_or_path", ce_captioner, "--scst", "--coco_dir", synthetic_coco, "--output_dir", str(output),
+            "--do_train", "--max_steps", "6", "--per_device_train_batch_size", "4", "--learning_rate", "3e-4",
+            "--logging_steps", "3", "--save_strategy", "no", "--max_target_length", "12",
+            "--ddp_find_unused_parameters", "false",
+        ],
+    )  # fmt: skip
+    assert "Parallelism: DDP over 2 processes" in printed
+    with open(output / "trainer_state.json") as f:
+        logs = [entry for entry in json.load(f)["log_history"] if "reward" in entry]
+    assert len(logs) == 2 and all(entry["sample_length"] > 0 for entry in logs)
+    before, after = load_file(os.path.join(ce_captioner, "model.safetensors")), load_file(output / "model.safetensors")
+    assert any(not torch.equal(before[key], after[key]) for key in before)
 
 
 def test_main_ends_the_process_group_it_ran_in(monkeypatch, train_argv, tmp_path):

@@ -18,11 +18,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVE_STEPS = 10
 
 
-def _command(synthetic_coco, tiny_models, output) -> list[str]:
+def _command(synthetic_coco, tiny_models, output, scst_from: str | None = None) -> list[str]:
+    """The training command; with `scst_from`, self-critical training continued from that captioner."""
     encoder, decoder = tiny_models
+    model = ["--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder]
+    if scst_from is not None:
+        model = ["--model_name_or_path", scst_from, "--scst", "--scst_num_samples", "3", "--max_target_length", "12"]
     return [
-        sys.executable, os.path.join(ROOT, "run_captioning.py"),
-        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+        sys.executable, os.path.join(ROOT, "run_captioning.py"), *model,
         "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train",
         # 25 steps an epoch: checkpoints fall mid-epoch, so resuming must skip the batches already seen
         "--num_train_epochs", "4", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3",
@@ -65,9 +68,14 @@ def _half_write_next_checkpoint(output, resume_from: str) -> None:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_from_last_complete_checkpoint_to_the_same_weights(synthetic_coco, tiny_models, tmp_path):
+@pytest.mark.parametrize("training", ["cross-entropy", "scst"])
+def test_killed_run_resumes_from_last_complete_checkpoint_to_the_same_weights(
+    synthetic_coco, tiny_models, ce_captioner, tmp_path, training
+):
+    """Self-critical training too: its samples come from the RNG state the checkpoint restores."""
+    scst_from = ce_captioner if training == "scst" else None
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
-    command = _command(synthetic_coco, tiny_models, interrupted)
+    command = _command(synthetic_coco, tiny_models, interrupted, scst_from)
 
     _kill_after_first_checkpoint(command, interrupted, tmp_path / "killed.log")
     assert not (interrupted / "model.safetensors").exists(), "the run was killed before its end"
@@ -76,7 +84,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint_to_the_same_weights(sy
 
     log = _finish(command, tmp_path / "resumed.log")  # the very same command
     assert f"Resuming training from {resume_from}" in log
-    _finish(_command(synthetic_coco, tiny_models, reference), tmp_path / "reference.log")
+    _finish(_command(synthetic_coco, tiny_models, reference, scst_from), tmp_path / "reference.log")
 
     resumed, uninterrupted = load_file(interrupted / "model.safetensors"), load_file(reference / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()

@@ -32,7 +32,7 @@ demo: setup
 		--bertscore_model "$$($(BIN)/python -m vitgpt2.offline.models minilm)" --bertscore_num_layers 6
 	$(BIN)/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \
 		run_captioning.py configs/demo_scst.yaml
-	$(BIN)/python scripts/demo_stages.py $(DEMO_DIR)/output $(DEMO_DIR)/scst
+	$(BIN)/python scripts/demo_stages.py cross-entropy=$(DEMO_DIR)/output scst=$(DEMO_DIR)/scst
 	$(BIN)/python scripts/demo_captions.py $(DEMO_DIR)/scst $(DEMO_DIR)/data
 	$(BIN)/python scripts/constant_caption_baseline.py $(DEMO_DIR)/data
 

@@ -15,20 +15,22 @@ SHOWN = (
 )
 
 
-def main(*output_dirs: str) -> None:
-    results = []
-    for folder in output_dirs:
+def main(*stages: str) -> None:
+    """Each stage is NAME=OUTPUT_DIR."""
+    names, results = [], []
+    for stage in stages:
+        name, _, folder = stage.rpartition("=")
+        names.append(name or os.path.basename(os.path.normpath(folder)))
         with open(os.path.join(folder, "eval_results.json")) as f:
             results.append(json.load(f))
-    names = [os.path.basename(os.path.normpath(folder)) for folder in output_dirs]
     print("\nHeld-out scores by stage (0-100; gen_len in tokens):")
-    print(f"  {'':20s}" + "".join(f"{name:>14s}" for name in names))
+    print(f"  {'':20s}" + "".join(f"{name:>15s}" for name in names))
     for key in SHOWN:
         if all(key in result for result in results):
-            print(f"  {key:20s}" + "".join(f"{result[key]:14.2f}" for result in results))
+            print(f"  {key:20s}" + "".join(f"{result[key]:15.2f}" for result in results))
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python scripts/demo_stages.py OUTPUT_DIR [OUTPUT_DIR ...]")
+        sys.exit("usage: python scripts/demo_stages.py NAME=OUTPUT_DIR [NAME=OUTPUT_DIR ...]")
     main(*sys.argv[1:])

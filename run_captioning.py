@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = {
             **train_result.metrics,
             "train_samples": len(processed["train"]),
-            "train_pairs": sum(len(ids) for ids in processed["train"]["caption_ids"]),
+            "train_pairs": train_dataset.num_captions,
             **parameters,
             **left_out["train"],
         }

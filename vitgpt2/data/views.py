@@ -7,6 +7,8 @@ captions decoded against the repeated encoder states). Either way an epoch visit
 generated once per image and scored against every reference.
 """
 
+from functools import cached_property
+
 import numpy as np
 import PIL.Image
 import torch
@@ -26,6 +28,11 @@ class _CachedRows:
         return pixels, record["caption_ids"].to_pylist()[0]
 
 
+def caption_counts(dataset: Dataset) -> np.ndarray:
+    """How many captions each image row holds."""
+    return np.fromiter((len(ids) for ids in dataset["caption_ids"]), dtype=np.int64, count=len(dataset))
+
+
 def check_captions_per_image(captions_per_image: int) -> None:
     if captions_per_image < 1:
         raise ValueError(f"--captions_per_image must be at least 1, not {captions_per_image}")
@@ -36,7 +43,7 @@ class CaptionGroups(torch.utils.data.Dataset):
         check_captions_per_image(captions_per_image)
         self.read = _CachedRows(dataset)
         self.captions_per_image = captions_per_image
-        counts = np.fromiter((len(ids) for ids in dataset["caption_ids"]), dtype=np.int64, count=len(dataset))
+        counts = caption_counts(dataset)
         groups = -(-counts // captions_per_image)  # ceil: the last group of an image may be smaller
         self.rows = np.repeat(np.arange(len(dataset)), groups)
         self.starts = np.concatenate([np.arange(n) * captions_per_image for n in groups]) if len(groups) else groups
@@ -59,6 +66,10 @@ class ImagesWithReferences(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @cached_property
+    def num_captions(self) -> int:
+        return int(caption_counts(self.dataset).sum())
 
     def __getitem__(self, index: int) -> dict:
         pixels, caption_ids = self.read(index)

@@ -15,6 +15,7 @@ import PIL.ImageDraw
 from tqdm.auto import tqdm
 
 from ..data.coco_json import captions_file, read_captions_file, write_captions_file
+from . import scenes
 
 COLOURS = {"red": (214, 39, 40), "green": (44, 160, 44), "blue": (31, 119, 180), "yellow": (238, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -96,16 +97,10 @@ class SceneSet:
     captions: Callable[[object, random.Random], list[str]]
 
 
-def _scene_sets() -> dict[str, SceneSet]:
-    from . import scenes
-
-    return {
-        "shapes": SceneSet(random_scene, draw_scene, lambda scene, rng: scene.captions()),
-        "scenes": SceneSet(scenes.random_scene, scenes.draw_scene, scenes.captions),
-    }
-
-
-KINDS = ("shapes", "scenes")
+SCENE_SETS = {
+    "shapes": SceneSet(random_scene, draw_scene, lambda scene, rng: scene.captions()),
+    "scenes": SceneSet(scenes.random_scene, scenes.draw_scene, scenes.captions),
+}
 
 
 def write_split(
@@ -118,7 +113,7 @@ def write_split(
     kind: str = "shapes",
 ) -> str:
     """Writes `<root>/<split>2017/*.jpg` and `<root>/annotations/captions_<split>2017.json`."""
-    scene_set = _scene_sets()[kind]
+    scene_set = SCENE_SETS[kind]
     image_dir = os.path.join(root, f"{split}2017")
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
@@ -140,8 +135,8 @@ def write_synthetic_coco(
     """Writes a COCO-2017-layout captioning set under `root` and returns `root`. `kind` is "shapes" (this module's
     set, learned almost perfectly) or "scenes" (`vitgpt2.offline.scenes`: objects, places, relations, and
     references that disagree in wording, as people's do)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown synthetic set {kind!r}; choose one of {list(KINDS)}")
+    if kind not in SCENE_SETS:
+        raise ValueError(f"unknown synthetic set {kind!r}; choose one of {list(SCENE_SETS)}")
     rng = random.Random(seed)
     write_split(root, "train", num_train, rng, image_size, first_id=1, kind=kind)
     write_split(root, "val", num_val, rng, image_size, first_id=1_000_000, kind=kind)

@@ -82,12 +82,13 @@ class ScstTrainer(CaptioningTrainer):
 
     @torch.no_grad()
     def _record(self, rewards, baseline, mask, logits) -> None:
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        # over the sampled tokens only: a (tokens, vocabulary) copy, not one for every padded position
+        log_probs = torch.log_softmax(logits[mask].float(), dim=-1)
         entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
         self._stats["reward"].append(rewards.mean().item())
         self._stats["reward_baseline"].append(baseline.mean().item())
         self._stats["sample_length"].append(mask.sum(dim=-1).float().mean().item())
-        self._stats["entropy"].append(((entropy * mask).sum() / mask.sum().clamp(min=1)).item())
+        self._stats["entropy"].append(entropy.mean().item() if len(entropy) else 0.0)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Training logs (they carry "loss") get the means since the last log, over every process.

@@ -100,6 +100,8 @@ def _references_as_samples(monkeypatch):
     original = ScstTrainer.compute_loss
 
     def compute_loss(self, model, inputs, *args, **kwargs):
+        # dropout is off while SCST trains, so the samples and their scoring see one policy
+        assert all(module.p == 0 for module in model.modules() if isinstance(module, torch.nn.Dropout))
         self._references = inputs["labels"]
         return original(self, model, inputs, *args, **kwargs)
 

@@ -29,7 +29,7 @@ import sys
 import datasets
 import torch
 import transformers
-from transformers import AutoImageProcessor, AutoTokenizer, set_seed
+from transformers import AutoTokenizer, set_seed
 
 from vitgpt2.arguments import apply_decoding, parse_args
 from vitgpt2.checkpoints import last_complete_checkpoint
@@ -38,6 +38,7 @@ from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_split
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
 from vitgpt2.disk_space import warn_if_short
+from vitgpt2.encoders import load_image_processor
 from vitgpt2.errors import ArgumentError, report_user_errors
 from vitgpt2.metrics import CaptionScorer
 from vitgpt2.model import (
@@ -53,6 +54,7 @@ from vitgpt2.parallelism import describe as describe_parallelism
 from vitgpt2.parallelism import fallback_warning
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
+from vitgpt2.remote_code.images import encoder_size
 from vitgpt2.scst.rewards import CaptionReward
 from vitgpt2.scst.trainer import ScstTrainer
 from vitgpt2.trainer import CaptioningTrainer
@@ -122,13 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
     hub_kwargs = {**model_args.hub_kwargs(), "trust_remote_code": model_args.trust_remote_code}
     if source is not None:
         check_captioner(source, **hub_kwargs)
-    image_processor = AutoImageProcessor.from_pretrained(source or model_args.encoder_model_name_or_path, **hub_kwargs)
+    image_processor = load_image_processor(source or model_args.encoder_model_name_or_path, **hub_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(source or model_args.decoder_model_name_or_path, **hub_kwargs)
     model = load_captioner(
         encoder=model_args.encoder_model_name_or_path,
         decoder=model_args.decoder_model_name_or_path,
         checkpoint=source,
         attn_implementation=model_args.attn_implementation,
+        image_size=encoder_size(image_processor),
         **hub_kwargs,
     )
     if decoding_args.generation_max_new_tokens is not None:

@@ -244,3 +244,55 @@ def ce_captioner(tmp_path_factory, train_argv) -> str:
     ]  # fmt: skip
     run_captioning.main(argv)
     return str(output)
+
+
+# Runs where vitgpt2 cannot be imported: an isolated interpreter (-I: no cwd, no PYTHONPATH, no user site) whose
+# import system also refuses vitgpt2, in case it is installed in the environment.
+ISOLATED_PIPELINE_SCRIPT = """
+import json, sys
+from importlib.abc import MetaPathFinder
+
+class NoVitgpt2(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "vitgpt2" or name.startswith("vitgpt2."):
+            raise ImportError("vitgpt2 is blocked in this test")
+
+sys.meta_path.insert(0, NoVitgpt2())
+try:
+    import vitgpt2
+except ImportError:
+    pass
+else:
+    raise SystemExit("vitgpt2 should not be importable here")
+
+from transformers import pipeline
+
+folders, images = json.loads(sys.argv[1]), sys.argv[2:]
+results = {}
+for folder in folders:
+    pipe = pipeline("image-to-text", model=folder, trust_remote_code=True, device="cpu")
+    results[folder] = {
+        "single": pipe(images[0]), "batch": pipe(images, batch_size=2), "beams": pipe(images[0], num_beams=2)
+    }
+print("RESULT " + json.dumps(results))
+"""
+
+
+@pytest.fixture
+def isolated_pipeline(tmp_path):
+    """`isolated_pipeline(folders, images)`: {folder: {"single", "batch", "beams"}} captions by
+    `pipeline("image-to-text", trust_remote_code=True)` in one process where vitgpt2 cannot be imported."""
+    import json
+    import subprocess
+    import sys
+
+    def run(folders, images) -> dict:
+        folders = [str(folder) for folder in folders]
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
+        command = [sys.executable, "-I", "-c", ISOLATED_PIPELINE_SCRIPT, json.dumps(folders), *images]
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.split("RESULT ", 1)[1])
+
+    return run

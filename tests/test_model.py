@@ -97,7 +97,7 @@ def test_freezing_the_encoder_or_all_but_its_last_blocks(captioner):
 
     model = copy.deepcopy(captioner[0])
     set_encoder_trainable(model, train_layers=1)
-    blocks = encoder_blocks(model.encoder)
+    _, blocks = encoder_blocks(model.encoder)
     trained = {id(p) for p in model.encoder.parameters() if p.requires_grad}
     assert trained == {id(p) for p in [*blocks[-1].parameters(), *model.encoder.layernorm.parameters()]}
     assert all(p.requires_grad for p in blocks[-1].parameters()) and not any(

@@ -25,7 +25,9 @@ AttentionImplementation = Literal["sdpa", "eager", "flash_attention_2"]
 class ModelArguments:
     encoder_model_name_or_path: str = field(
         default="google/vit-base-patch16-224-in21k",
-        metadata={"help": "Hub id or folder of the vision encoder (ViT-like); also gives the image processor."},
+        metadata={
+            "help": "Hub id or folder of the vision encoder (ViT, DeiT, BEiT, DINOv2, Swin, Swinv2, CLIP, SigLIP or SigLIP2; of image-text models the vision tower is taken); also gives the image processor."
+        },
     )
     decoder_model_name_or_path: str = field(
         default="distilgpt2",

@@ -2,7 +2,9 @@
 
 import torch
 from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+from .encoders import freeze_unused_parameters, load_vision_encoder
 from .errors import ArgumentError, UserError
 from .remote_code.text import ensure_pad_token
 
@@ -32,44 +34,51 @@ def load_captioner(
     checkpoint: str | None = None,
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
+    image_size: tuple[int, int] | None = None,
     **hub_kwargs,
 ) -> VisionEncoderDecoderModel:
     """Loads a trained captioner (`checkpoint`) or joins a pretrained encoder and decoder.
 
-    The decoder config is loaded first and marked `is_decoder` / `add_cross_attention` because
-    `from_encoder_decoder_pretrained` fails on GPT-2 configs in transformers 5 without it; the cross-attention
-    weights are new and randomly initialised, as in every ViT-GPT2 recipe.
+    The encoder is the vision model of any supported family (`vitgpt2.encoders`). The decoder config is loaded first
+    and marked `is_decoder` / `add_cross_attention` because `from_encoder_decoder_pretrained` fails on GPT-2 configs
+    in transformers 5 without it; the cross-attention weights are new and randomly initialised, as in every ViT-GPT2
+    recipe. Encoder weights the captioner never reads are frozen (`image_size`: the size its images come at, for
+    the probe that finds them; default the encoder config's).
     """
     common = {"trust_remote_code": trust_remote_code, **hub_kwargs}
     if checkpoint is not None:
         model = VisionEncoderDecoderModel.from_pretrained(
-            checkpoint, attn_implementation=attn_implementation, **common
+            checkpoint, attn_implementation=_supported(attn_implementation, checkpoint, common), **common
         )
-        return freeze_encoder_pooler(model)
-    if encoder is None or decoder is None:
+    elif encoder is None or decoder is None:
         raise ValueError("give either a VisionEncoderDecoder checkpoint or both an encoder and a decoder")
-    decoder_config = AutoConfig.from_pretrained(decoder, **common)
-    decoder_config.is_decoder = True
-    decoder_config.add_cross_attention = True
-    encoder_kwargs = {f"encoder_{key}": value for key, value in common.items()}
-    decoder_kwargs = {f"decoder_{key}": value for key, value in common.items()}
-    if attn_implementation is not None:
-        encoder_kwargs["encoder_attn_implementation"] = attn_implementation
-        decoder_kwargs["decoder_attn_implementation"] = attn_implementation
-    model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
-        encoder, decoder, decoder_config=decoder_config, **encoder_kwargs, **decoder_kwargs
-    )
-    return freeze_encoder_pooler(model)
-
-
-def freeze_encoder_pooler(model: VisionEncoderDecoderModel) -> VisionEncoderDecoderModel:
-    """The captioner never reads the encoder's pooler (ViT's has one). Kept, so saved checkpoints reload without
-    "newly initialized" weights, but frozen: DDP then has no parameter without a gradient and can run with
-    `--ddp_find_unused_parameters false`."""
-    pooler = getattr(model.encoder, "pooler", None)
-    if pooler is not None:
-        pooler.requires_grad_(False)
+    else:
+        decoder_config = AutoConfig.from_pretrained(decoder, **common)
+        decoder_config.is_decoder = True
+        decoder_config.add_cross_attention = True
+        decoder_kwargs = {f"decoder_{key}": value for key, value in common.items()}
+        if attn_implementation is not None:
+            decoder_kwargs["decoder_attn_implementation"] = attn_implementation
+        model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
+            None,
+            decoder,
+            encoder_model=load_vision_encoder(encoder, attn_implementation, **common),
+            decoder_config=decoder_config,
+            **decoder_kwargs,
+        )
+    freeze_unused_parameters(model.encoder, image_size)
     return model
+
+
+def _supported(attn_implementation: str | None, checkpoint: str, common: dict) -> str | dict | None:
+    """The attention kernel per sub-model: an encoder family without SDPA (Swinv2) gets the eager one."""
+    if attn_implementation != "sdpa":
+        return attn_implementation
+    encoder_config = AutoConfig.from_pretrained(checkpoint, **common).encoder
+    encoder_class = MODEL_MAPPING.get(type(encoder_config), None)
+    if encoder_class is None or encoder_class._supports_sdpa:
+        return attn_implementation
+    return {"": "sdpa", "encoder": "eager", "decoder": "sdpa"}
 
 
 def configure_special_tokens(model, tokenizer, max_length: int | None = None, num_beams: int | None = None) -> None:
@@ -127,34 +136,50 @@ def attention_implementations(model) -> dict[str, str]:
     }
 
 
-def encoder_blocks(encoder) -> torch.nn.ModuleList:
-    """The encoder's transformer blocks: the module list as long as its `num_hidden_layers` (ViT, DeiT, BEiT,
-    DINOv2 and CLIP's vision tower keep them that way)."""
+def encoder_blocks(encoder) -> tuple[str, torch.nn.ModuleList]:
+    """The encoder's transformer blocks and their name: the module list as long as its `num_hidden_layers` (ViT,
+    DeiT, BEiT, DINOv2, and CLIP's and SigLIP's vision towers keep them that way; Swin's stages do not)."""
     layers = getattr(encoder.config, "num_hidden_layers", None)
-    for module in encoder.modules():
+    for name, module in encoder.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == layers:
-            return module
+            return name, module
     raise ArgumentError(
         f"--train_encoder_layers needs an encoder whose blocks form one list of num_hidden_layers; "
         f"{type(encoder).__name__} has none: use --freeze_encoder, or train all of it"
     )
 
 
+def norms_after(encoder, blocks_name: str) -> list[torch.nn.Module]:
+    """The LayerNorms that come after the blocks at any level above them (ViT's `layernorm`, SigLIP's
+    `post_layernorm`), in registration order; CLIP's `pre_layrnorm`, before its blocks, is not one."""
+    norms, path = [], blocks_name.split(".")
+    for depth in range(len(path), 0, -1):
+        parent = encoder.get_submodule(".".join(path[: depth - 1]))
+        names = [name for name, _ in parent.named_children()]
+        for name in names[names.index(path[depth - 1]) + 1 :]:
+            module = getattr(parent, name)
+            if isinstance(module, torch.nn.LayerNorm):
+                norms.append(module)
+    return norms
+
+
 def set_encoder_trainable(model, freeze: bool = False, train_layers: int | None = None) -> None:
-    """Freezes the encoder, or all of it but its last `train_layers` blocks and the norm after them."""
+    """Freezes the encoder, or all of it but its last `train_layers` blocks and the norm after them.
+
+    Weights already frozen (those the captioner never reads, such as CLIP's post-norm of its pooled output) stay so.
+    """
     if not freeze and train_layers is None:
         return
+    unused = {p for p in model.encoder.parameters() if not p.requires_grad}
     model.encoder.requires_grad_(False)
     if freeze or train_layers == 0:
         return
-    blocks = encoder_blocks(model.encoder)
+    name, blocks = encoder_blocks(model.encoder)
     if train_layers > len(blocks):
         raise ArgumentError(f"--train_encoder_layers {train_layers}: the encoder has {len(blocks)} blocks")
-    for block in blocks[-train_layers:]:
-        block.requires_grad_(True)
-    for module in model.encoder.children():  # the final norm (ViT's `layernorm`) reads the last block
-        if isinstance(module, torch.nn.LayerNorm):
-            module.requires_grad_(True)
+    for module in [*blocks[-train_layers:], *norms_after(model.encoder, name)]:
+        for parameter in module.parameters():
+            parameter.requires_grad_(parameter not in unused)
 
 
 def parameter_counts(model) -> dict[str, int]:

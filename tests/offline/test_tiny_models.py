@@ -27,3 +27,18 @@ def test_position_embeddings_encode_the_patch_grid():
     rows, columns = embeddings[..., :16], embeddings[..., 16:]
     assert torch.allclose(rows[1, 0], rows[1, 3]) and not torch.allclose(rows[1, 0], rows[2, 0])
     assert torch.allclose(columns[0, 2], columns[3, 2]) and not torch.allclose(columns[0, 2], columns[0, 1])
+
+
+def test_make_tiny_models_writes_the_encoder_family_asked_for(synthetic_coco, tmp_path, capsys):
+    import json
+
+    from vitgpt2.cli import main
+
+    assert main(["make-tiny-models", "--coco_dir", synthetic_coco, "--output_dir", str(tmp_path / "m"),
+                 "--encoder_family", "clip", "--image_size", "32"]) == 0  # fmt: skip
+    config = json.loads((tmp_path / "m" / "encoder" / "config.json").read_text())
+    assert config["model_type"] == "clip" and config["vision_config"]["image_size"] == 32
+    assert main(["make-tiny-models", "--coco_dir", synthetic_coco, "--output_dir", str(tmp_path / "r"),
+                 "--encoder_family", "resnet"]) == 2  # fmt: skip
+    assert "unknown --encoder_family 'resnet'; known: vit, deit" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -7,9 +7,6 @@ import inspect
 import json
 import os
 import shutil
-import subprocess
-import sys
-import textwrap
 import threading
 from types import SimpleNamespace
 
@@ -186,48 +183,13 @@ def test_save_pipeline_code_needs_a_saved_model(tmp_path):
         save_pipeline_code(tmp_path)
 
 
-# Runs where vitgpt2 cannot be imported: an isolated interpreter (-I: no cwd, no PYTHONPATH, no user site) whose
-# import system also refuses vitgpt2, in case it is installed in the environment.
-REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from importlib.abc import MetaPathFinder
-
-    class NoVitgpt2(MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "vitgpt2" or name.startswith("vitgpt2."):
-                raise ImportError("vitgpt2 is blocked in this test")
-
-    sys.meta_path.insert(0, NoVitgpt2())
-    try:
-        import vitgpt2
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("vitgpt2 should not be importable here")
-
-    from transformers import pipeline
-
-    model_dir, images = sys.argv[1], sys.argv[2:]
-    tiny_captioner_pipe = pipeline("image-to-text", model=model_dir, trust_remote_code=True, device="cpu")
-    outputs = {"single": tiny_captioner_pipe(images[0]), "batch": tiny_captioner_pipe(images, batch_size=2), "beams": tiny_captioner_pipe(images[0], num_beams=2)}
-    print("RESULT " + json.dumps(outputs))
-    """
-)
-
-
 def test_loads_with_trust_remote_code_where_vitgpt2_is_not_installed(
-    tiny_captioner_pipe, tiny_captioner_dir, photo_files, tmp_path
+    tiny_captioner_pipe, tiny_captioner_dir, photo_files, isolated_pipeline, tmp_path
 ):
     folder = shutil.copytree(tiny_captioner_dir, tmp_path / "model")
     save_pipeline_code(folder)
     images = photo_files[:2]
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    command = [sys.executable, "-I", "-c", REMOTE_SCRIPT, str(folder), *images]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    outputs = json.loads(result.stdout.split("RESULT ", 1)[1])
+    outputs = isolated_pipeline([folder], images)[str(folder)]
     assert outputs["single"] == tiny_captioner_pipe(images[0])
     assert outputs["batch"] == tiny_captioner_pipe(images, batch_size=2)
     assert outputs["beams"] == tiny_captioner_pipe(images[0], num_beams=2)

@@ -1,5 +1,7 @@
 """`vitgpt2 make-tiny-models`: small encoder/decoder folders in hub layout, loaded like hub checkpoints."""
 
+import shutil
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,10 +15,21 @@ def register(subparsers) -> None:
     parser.add_argument("--num_layers", type=int, default=3)
     parser.add_argument("--vocab_size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--encoder_family",
+        default="vit",
+        help="vit (sin-cos positions, the demo's) or another family of vitgpt2.offline.tiny_encoders.FAMILIES "
+        "(deit, beit, dinov2, swin, swinv2, clip, siglip, siglip2, ...), written as its hub checkpoints are",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from vitgpt2.errors import ArgumentError
+    from vitgpt2.offline.tiny_encoders import FAMILIES
+
+    if args.encoder_family not in FAMILIES:
+        raise ArgumentError(f"unknown --encoder_family {args.encoder_family!r}; known: {', '.join(FAMILIES)}")
     from vitgpt2.offline.synthetic import all_captions
     from vitgpt2.offline.tiny_models import write_tiny_models
 
@@ -29,5 +42,10 @@ def run(args) -> int:
         vocab_size=args.vocab_size,
         seed=args.seed,
     )
-    print(f"encoder: {encoder}\ndecoder: {decoder}")
+    if args.encoder_family != "vit":
+        from vitgpt2.offline.tiny_encoders import write_tiny_family_encoder
+
+        shutil.rmtree(encoder)
+        write_tiny_family_encoder(encoder, args.encoder_family, image_size=args.image_size, seed=args.seed)
+    print(f"encoder: {encoder} ({args.encoder_family})\ndecoder: {decoder}")
     return 0

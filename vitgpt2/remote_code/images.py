@@ -113,8 +113,15 @@ def resize_to_uint8(image: PIL.Image.Image, size: tuple[int, int], resample=PIL.
 
 
 def encoder_size(image_processor) -> tuple[int, int]:
-    """The (height, width) an image processor resizes to, from any of the `size` layouts transformers uses."""
+    """The (height, width) the encoder sees, from any of the `size` layouts transformers uses.
+
+    Where the processor resizes then crops the centre (DeiT, DINOv2, CLIP), the whole picture is resized to the crop
+    size instead: a caption should describe all of it, and the encoder's position embeddings are sized for the crop.
+    """
     size = image_processor.size
+    crop = getattr(image_processor, "crop_size", None)
+    if getattr(image_processor, "do_center_crop", False) and crop:
+        size = crop
     if isinstance(size, int):
         return size, size
     size = dict(size)

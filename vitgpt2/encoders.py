@@ -1,0 +1,188 @@
+"""Vision encoders of any family as the captioner's encoder: ViT, DeiT, BEiT, DINOv2, Swin / Swinv2, CLIP and
+SigLIP / SigLIP2 (their vision towers).
+
+VisionEncoderDecoderModel only needs a model that takes `pixel_values` and returns `last_hidden_state` of shape
+(images, tokens, hidden). What differs between families is handled here, once, so that training, saving and the
+pipeline see a plain encoder:
+
+- composite image-text checkpoints (CLIP, SigLIP, SigLIP2) hold a text tower too: only the vision tower is loaded;
+- SigLIP2's NaFlex tower takes pre-cut patches of any aspect ratio; at its native square grid it is exactly a
+  SigLIP tower, so it is converted to one and its image processor to SigLIP's (the saved captioner then needs
+  nothing beyond transformers);
+- families without an SDPA kernel (Swinv2) run their encoder with the eager one;
+- weights the captioner never reads (poolers, CLIP's post-norm, SigLIP's attention-pooling head) are frozen, so
+  DDP sees no parameter without a gradient.
+"""
+
+import logging
+
+import torch
+from transformers import AutoConfig, AutoImageProcessor, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+from .errors import ArgumentError
+
+logger = logging.getLogger(__name__)
+
+# model_type of the (vision) config -> the family's name; each is tested with a tiny checkpoint in hub layout.
+TESTED_FAMILIES = {
+    "vit": "ViT",
+    "deit": "DeiT",
+    "beit": "BEiT",
+    "dinov2": "DINOv2",
+    "dinov2_with_registers": "DINOv2 with registers",
+    "swin": "Swin",
+    "swinv2": "Swinv2",
+    "clip_vision_model": "CLIP (vision tower)",
+    "siglip_vision_model": "SigLIP (vision tower)",
+    "siglip2_vision_model": "SigLIP2 NaFlex (vision tower, at its native square grid)",
+}
+
+
+class UnsupportedEncoder(ArgumentError):
+    """A checkpoint that cannot serve as the captioner's vision encoder."""
+
+    def __init__(self, name: str, reason: str):
+        families = ", ".join(TESTED_FAMILIES.values())
+        super().__init__(f"{name} cannot be the captioner's encoder: {reason}. Supported encoder families: {families}")
+
+
+def vision_config(name: str, config: PretrainedConfig) -> PretrainedConfig:
+    """The config of the vision model inside `config`: itself, or the vision tower of an image-text model."""
+    inner = getattr(config, "vision_config", None)
+    config = inner if inner is not None else config
+    if type(config) not in MODEL_MAPPING:
+        raise UnsupportedEncoder(name, f"transformers has no base model for {config.model_type}")
+    return config
+
+
+def load_vision_encoder(name: str, attn_implementation: str | None = "sdpa", **hub_kwargs) -> torch.nn.Module:
+    """The vision model in `name` (a Hub id or folder), as the encoder of a VisionEncoderDecoderModel."""
+    config = vision_config(name, AutoConfig.from_pretrained(name, **hub_kwargs))
+    model_class = MODEL_MAPPING[type(config)]
+    if attn_implementation == "sdpa" and not model_class._supports_sdpa:
+        logger.info("%s has no SDPA attention; its encoder runs with the eager one", model_class.__name__)
+        attn_implementation = "eager"
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
+    # The vision tower's weights sit under the same prefix (`vision_model.`) in the composite checkpoint.
+    encoder, loading = model_class.from_pretrained(
+        name, config=config, output_loading_info=True, **hub_kwargs, **kwargs
+    )
+    if loading["missing_keys"]:
+        missing = sorted(loading["missing_keys"])
+        raise UnsupportedEncoder(
+            name, f"{model_class.__name__} found none of {len(missing)} weights in it, e.g. {missing[:3]}"
+        )
+    if config.model_type == "siglip2_vision_model":
+        encoder = siglip2_as_siglip(encoder)
+    check_encoder_output(name, encoder)
+    return encoder
+
+
+def load_image_processor(name: str, **hub_kwargs):
+    """The image processor of `name`; SigLIP2's NaFlex one becomes SigLIP's at the tower's native square size."""
+    processor = AutoImageProcessor.from_pretrained(name, **hub_kwargs)
+    if hasattr(processor, "max_num_patches"):
+        from transformers import SiglipImageProcessor
+
+        side = native_grid(processor.max_num_patches) * processor.patch_size
+        processor = SiglipImageProcessor(
+            size={"height": side, "width": side},
+            resample=processor.resample,
+            do_rescale=processor.do_rescale,
+            rescale_factor=processor.rescale_factor,
+            do_normalize=processor.do_normalize,
+            image_mean=processor.image_mean,
+            image_std=processor.image_std,
+        )
+    return processor
+
+
+def native_grid(num_patches: int) -> int:
+    grid = round(num_patches**0.5)
+    if grid * grid != num_patches:
+        raise ArgumentError(f"SigLIP2 with {num_patches} position embeddings has no square grid")
+    return grid
+
+
+def siglip2_as_siglip(encoder) -> torch.nn.Module:
+    """A SigLIP vision model computing what `encoder` (SigLIP2 NaFlex) computes on square images at its native grid.
+
+    There, NaFlex's position-embedding resize is the identity and no patch is padding, so the towers differ only in
+    how patches enter: NaFlex's linear layer over (row, column, channel)-flattened patches is SigLIP's convolution
+    with its weight permuted. Everything else has the same names and shapes.
+    """
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    source = encoder.config
+    grid = native_grid(source.num_patches)
+    config = SiglipVisionConfig(
+        hidden_size=source.hidden_size,
+        intermediate_size=source.intermediate_size,
+        num_hidden_layers=source.num_hidden_layers,
+        num_attention_heads=source.num_attention_heads,
+        num_channels=source.num_channels,
+        image_size=grid * source.patch_size,
+        patch_size=source.patch_size,
+        hidden_act=source.hidden_act,
+        layer_norm_eps=source.layer_norm_eps,
+        attention_dropout=source.attention_dropout,
+        vision_use_head=source.vision_use_head,
+        attn_implementation=source._attn_implementation,
+    )
+    state = dict(encoder.state_dict())
+    key = "embeddings.patch_embedding.weight"
+    patch = source.patch_size
+    state[key] = state[key].view(-1, patch, patch, source.num_channels).permute(0, 3, 1, 2).contiguous()
+    converted = SiglipVisionModel(config).to(encoder.dtype)
+    converted.load_state_dict(state, strict=False)  # strict=False: SigLIP's `position_ids` buffer is not a weight
+    return converted.eval()
+
+
+def probe_image(encoder, size: tuple[int, int] | None = None) -> torch.Tensor:
+    config = encoder.config
+    if size is None:
+        side = getattr(config, "image_size", 224)  # convolutional families have no fixed size
+        size = tuple(side) if isinstance(side, (list, tuple)) else (side, side)
+    parameter = next(encoder.parameters())
+    return torch.zeros(1, getattr(config, "num_channels", 3), *size, dtype=parameter.dtype, device=parameter.device)
+
+
+def check_encoder_output(name: str, encoder, size: tuple[int, int] | None = None) -> None:
+    """The decoder cross-attends to `last_hidden_state`: it must be (images, tokens, hidden_size)."""
+    try:
+        with torch.no_grad():
+            output = encoder(pixel_values=probe_image(encoder, size))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UnsupportedEncoder(name, f"{type(encoder).__name__} fails on a batch of images ({error})") from error
+    hidden = getattr(encoder.config, "hidden_size", None)
+    states = getattr(output, "last_hidden_state", None)
+    if states is None or states.dim() != 3 or states.shape[-1] != hidden:
+        shape = None if states is None else tuple(states.shape)
+        raise UnsupportedEncoder(
+            name,
+            f"{type(encoder).__name__} gives last_hidden_state {shape}, not (images, tokens, {hidden or 'hidden_size'})",
+        )
+
+
+def freeze_unused_parameters(encoder, size: tuple[int, int] | None = None) -> list[str]:
+    """Freezes the encoder's weights that `last_hidden_state` does not depend on; returns their names.
+
+    Found by one backward pass in eval mode (stochastic depth off, so no block is skipped). They are kept, so saved
+    checkpoints reload without "newly initialized" weights, but frozen: DDP then has no parameter without a
+    gradient and can run with `--ddp_find_unused_parameters false`.
+    """
+    training = encoder.training
+    trainable = {name: p.requires_grad for name, p in encoder.named_parameters()}
+    unused = []
+    encoder.eval().requires_grad_(True)
+    try:
+        encoder.zero_grad(set_to_none=True)
+        encoder(pixel_values=probe_image(encoder, size)).last_hidden_state.float().sum().backward()
+        unused = [name for name, p in encoder.named_parameters() if p.grad is None]
+    finally:
+        encoder.zero_grad(set_to_none=True)
+        encoder.train(training)
+        for name, parameter in encoder.named_parameters():
+            parameter.requires_grad_(trainable[name] and name not in unused)
+    return unused

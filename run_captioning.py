@@ -34,6 +34,7 @@ from transformers import AutoTokenizer, set_seed
 from vitgpt2.arguments import apply_decoding, parse_args
 from vitgpt2.checkpoints import last_complete_checkpoint
 from vitgpt2.data.collator import CaptioningCollator
+from vitgpt2.data.encoder_features import encoder_features
 from vitgpt2.data.preprocessing import preprocess
 from vitgpt2.data.sources import load_split
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
@@ -173,12 +174,20 @@ def main(argv: list[str] | None = None) -> dict:
         if counts[f"{role}_captions_left_out"]:
             logger.warning("%s: left out %d null or empty captions", role, counts[f"{role}_captions_left_out"])
     train_dataset = None
-    if "train" in processed:  # SCST samples its own captions: one item per image, its references for the reward
-        train_dataset = (
-            ImagesWithReferences(processed["train"])
-            if scst_args.scst
-            else CaptionGroups(processed["train"], data_args.captions_per_image)
-        )
+    if "train" in processed and scst_args.scst:  # SCST samples its own captions: one item per image, its references
+        train_dataset = ImagesWithReferences(processed["train"])
+    elif "train" in processed:
+        features = None
+        if model_args.cache_encoder_features and training_args.do_train:  # the frozen encoder runs once per image
+            with training_args.main_process_first(desc="encoder features"):
+                features = encoder_features(
+                    model.encoder.to(training_args.device),
+                    image_processor,
+                    processed["train"],
+                    dtype=model_args.encoder_features_dtype,
+                    batch_size=training_args.per_device_eval_batch_size,
+                )
+        train_dataset = CaptionGroups(processed["train"], data_args.captions_per_image, features)
     views = {role: ImagesWithReferences(processed[role]) for role in ("eval", "predict") if role in processed}
     eval_dataset, predict_dataset = views.get("eval"), views.get("predict")
 

@@ -11,6 +11,7 @@ from typing import Literal
 import yaml
 from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
+from .data.encoder_features import check_dtype
 from .data.preprocessing import BadImagePolicy
 from .data.views import check_captions_per_image
 from .errors import ArgumentError
@@ -58,6 +59,18 @@ class ModelArguments:
     encoder_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate of the encoder's trained weights (default: --learning_rate)."}
     )
+    cache_encoder_features: bool | None = field(
+        default=None,
+        metadata={
+            "help": "With the encoder frozen (--freeze_encoder, or --train_encoder_layers 0), compute its output "
+            "once per training image, cache it beside the pixel cache and train without running the encoder "
+            "(default: on whenever the encoder is frozen; `false` keeps the encoder in the loop)."
+        },
+    )
+    encoder_features_dtype: str = field(
+        default="bfloat16",
+        metadata={"help": "How cached encoder outputs are stored: bfloat16 (half the disk) or float32 (exact)."},
+    )
     pad_vocab_to_multiple_of: int = field(
         default=64,
         metadata={
@@ -76,6 +89,18 @@ class ModelArguments:
             raise ValueError(f"--train_encoder_layers must be 0 or more, not {self.train_encoder_layers}")
         if self.encoder_learning_rate is not None and self.encoder_learning_rate <= 0:
             raise ValueError(f"--encoder_learning_rate must be above 0, not {self.encoder_learning_rate}")
+        check_dtype(self.encoder_features_dtype)
+        if self.cache_encoder_features and not self.encoder_frozen:
+            raise ValueError(
+                "--cache_encoder_features needs a frozen encoder (--freeze_encoder or --train_encoder_layers 0): "
+                "the outputs of an encoder that learns change at every step"
+            )
+        if self.cache_encoder_features is None:
+            self.cache_encoder_features = self.encoder_frozen
+
+    @property
+    def encoder_frozen(self) -> bool:
+        return self.freeze_encoder or self.train_encoder_layers == 0
 
     def hub_kwargs(self) -> dict:
         return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}

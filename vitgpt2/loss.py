@@ -5,6 +5,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from accelerate.utils import extract_model_from_parallel
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.vision_encoder_decoder.modeling_vision_encoder_decoder import shift_tokens_right
 
 from .sdpa_masks import fused_sdpa_masks
@@ -34,9 +35,16 @@ def repeated_encoder_states(model, repeats: torch.Tensor, total: int | None = No
         handle.remove()
 
 
-def token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0):
+def token_losses(
+    model,
+    pixel_values: torch.Tensor | None,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    encoder_states: torch.Tensor | None = None,
+):
     """Per-token cross-entropy (captions, length) of the captions present in `labels`, the number of
-    captions of each image, and the model outputs; every image goes through the encoder once."""
+    captions of each image, and the model outputs; every image goes through the encoder once, or not at all when
+    `encoder_states` (a frozen encoder's cached output, images x tokens x hidden) replace `pixel_values`."""
     if labels.dim() == 2:
         labels = labels[:, None, :]
     images, per_image, length = labels.shape
@@ -46,8 +54,17 @@ def token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_
     flat = flat[present]
     config = extract_model_from_parallel(model, keep_torch_compile=False).config
     decoder_input_ids = shift_tokens_right(flat, config.pad_token_id, config.decoder_start_token_id)
-    with repeated_encoder_states(model, repeats, total=flat.shape[0]), fused_sdpa_masks():
-        outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
+    if encoder_states is not None:
+        states = encoder_states.repeat_interleave(repeats.to(encoder_states.device), dim=0, output_size=flat.shape[0])
+        with fused_sdpa_masks():
+            outputs = model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                decoder_input_ids=decoder_input_ids,
+                use_cache=False,
+            )
+    else:
+        with repeated_encoder_states(model, repeats, total=flat.shape[0]), fused_sdpa_masks():
+            outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
     losses = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),
@@ -60,7 +77,12 @@ def token_losses(model, pixel_values: torch.Tensor, labels: torch.Tensor, label_
 
 
 def caption_loss(
-    model, pixel_values: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None, label_smoothing: float = 0.0
+    model,
+    pixel_values: torch.Tensor | None,
+    labels: torch.Tensor,
+    num_items_in_batch=None,
+    label_smoothing: float = 0.0,
+    encoder_states: torch.Tensor | None = None,
 ):
     """Cross-entropy of captions given images, encoding each image once for all of its captions.
 
@@ -69,7 +91,7 @@ def caption_loss(
     caption tokens, or their sum over `num_items_in_batch` when the Trainer counts tokens across
     gradient-accumulation steps.
     """
-    losses, mask, _, outputs = token_losses(model, pixel_values, labels, label_smoothing)
+    losses, mask, _, outputs = token_losses(model, pixel_values, labels, label_smoothing, encoder_states)
     denominator = num_items_in_batch if num_items_in_batch is not None else mask.sum()
     return losses.sum() / denominator, outputs
 

@@ -120,7 +120,14 @@ class CaptioningTrainer(Seq2SeqTrainer):
         # --label_smoothing_factor applies here (the Trainer's own label smoother never sees these losses);
         # evaluation reports the plain per-image loss.
         smoothing = self.args.label_smoothing_factor if model.training else 0.0
-        loss, outputs = caption_loss(model, inputs["pixel_values"], inputs["labels"], num_items_in_batch, smoothing)
+        loss, outputs = caption_loss(
+            model,
+            inputs.get("pixel_values"),
+            inputs["labels"],
+            num_items_in_batch,
+            smoothing,
+            encoder_states=inputs.get("encoder_states"),
+        )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # `num_items_in_batch` counts tokens on every process; DDP averages gradients over processes.
             loss = loss * self.accelerator.num_processes

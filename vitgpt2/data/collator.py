@@ -7,6 +7,7 @@ import torch
 
 from ..loss import IGNORE_INDEX
 from ..remote_code.images import PixelNormalizer
+from .encoder_features import as_states
 
 
 def pad_labels(
@@ -40,9 +41,13 @@ class CaptioningCollator:
         self.normalize = PixelNormalizer(self.image_processor)
 
     def __call__(self, examples: list[dict]) -> dict:
-        pixels = np.stack([np.asarray(example["pixel_values"], dtype=np.uint8) for example in examples])
+        if "encoder_states" in examples[0]:  # a frozen encoder's cached output (`data.encoder_features`)
+            images = {"encoder_states": as_states(np.stack([example["encoder_states"] for example in examples]))}
+        else:
+            pixels = np.stack([np.asarray(example["pixel_values"], dtype=np.uint8) for example in examples])
+            images = {"pixel_values": self.normalize(torch.from_numpy(pixels))}
         batch = {
-            "pixel_values": self.normalize(torch.from_numpy(pixels)),
+            **images,
             "labels": pad_labels(
                 [list(example["caption_ids"]) for example in examples], self.pad_to, self.pad_to_multiple_of
             ),

@@ -19,12 +19,14 @@ class _CachedRows:
     """Reads (uint8 pixels, caption ids) of a row through Arrow: datasets' numpy formatter would widen
     the uint8 pixels to int64, eight times the memory and copying for every item."""
 
-    def __init__(self, dataset: Dataset):
-        self.table = dataset.select_columns(["pixel_values", "caption_ids"]).with_format("arrow")
+    def __init__(self, dataset: Dataset, pixels: bool = True):
+        self.pixels = pixels
+        columns = ["pixel_values", "caption_ids"] if pixels else ["caption_ids"]
+        self.table = dataset.select_columns(columns).with_format("arrow")
 
-    def __call__(self, row: int) -> tuple[np.ndarray, list[list[int]]]:
+    def __call__(self, row: int) -> tuple[np.ndarray | None, list[list[int]]]:
         record = self.table[row]
-        pixels = record["pixel_values"].combine_chunks().to_numpy(zero_copy_only=False)[0]
+        pixels = record["pixel_values"].combine_chunks().to_numpy(zero_copy_only=False)[0] if self.pixels else None
         return pixels, record["caption_ids"].to_pylist()[0]
 
 
@@ -39,9 +41,15 @@ def check_captions_per_image(captions_per_image: int) -> None:
 
 
 class CaptionGroups(torch.utils.data.Dataset):
-    def __init__(self, dataset: Dataset, captions_per_image: int = 1):
+    """With `features` (the frozen encoder's cached output per image row), items carry those as `encoder_states`
+    instead of pixels, and the pixels are not read."""
+
+    def __init__(self, dataset: Dataset, captions_per_image: int = 1, features=None):
         check_captions_per_image(captions_per_image)
-        self.read = _CachedRows(dataset)
+        if features is not None and len(features) != len(dataset):
+            raise ValueError(f"{len(features)} cached encoder outputs for {len(dataset)} images")
+        self.features = features
+        self.read = _CachedRows(dataset, pixels=features is None)
         self.captions_per_image = captions_per_image
         counts = caption_counts(dataset)
         groups = -(-counts // captions_per_image)  # ceil: the last group of an image may be smaller
@@ -55,7 +63,8 @@ class CaptionGroups(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row, start = int(self.rows[index]), int(self.starts[index])
         pixels, caption_ids = self.read(row)
-        return {"pixel_values": pixels, "caption_ids": caption_ids[start : start + self.captions_per_image]}
+        images = {"pixel_values": pixels} if self.features is None else {"encoder_states": self.features[row]}
+        return {**images, "caption_ids": caption_ids[start : start + self.captions_per_image]}
 
 
 class ImagesWithReferences(torch.utils.data.Dataset):

@@ -24,6 +24,7 @@ A single .json/.yaml argument is a config file; arguments after it override it.
 """
 
 import logging
+import os
 import sys
 
 import datasets
@@ -41,6 +42,7 @@ from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
 from vitgpt2.disk_space import warn_if_short
 from vitgpt2.encoders import load_image_processor
 from vitgpt2.errors import ArgumentError, report_user_errors
+from vitgpt2.lora import add_lora, merge_lora, save_adapter
 from vitgpt2.metrics import CaptionScorer
 from vitgpt2.model import (
     attention_implementations,
@@ -141,6 +143,16 @@ def main(argv: list[str] | None = None) -> dict:
     apply_decoding(model.generation_config, decoding_args)
     vocabulary = pad_vocabulary(model, len(tokenizer), model_args.pad_vocab_to_multiple_of)
     set_encoder_trainable(model, model_args.freeze_encoder, model_args.train_encoder_layers)
+    lora_config = None
+    if model_args.lora_r:
+        lora_config = add_lora(
+            model,
+            model_args.lora_r,
+            model_args.lora_alpha,
+            model_args.lora_dropout,
+            model_args.lora_on,
+            model_args.lora_targets,
+        )
     parameters = parameter_counts(model)
     logger.info("Trainable parameters: %(trainable_parameters)d of %(parameters)d", parameters)
     logger.info("Decoder vocabulary: %d rows for %d tokenizer ids", vocabulary, len(tokenizer))
@@ -242,6 +254,10 @@ def main(argv: list[str] | None = None) -> dict:
         if training_args.save_strategy != "no" and trainer.is_world_process_zero():
             warn_if_short(training_args.output_dir, model, training_args.save_total_limit)
         train_result = trainer.train(resume_from_checkpoint=resume_from)
+        if lora_config is not None:  # the saved model (and what is evaluated next) holds the merged weights
+            if model_args.lora_save_adapter and trainer.is_world_process_zero():
+                save_adapter(model, lora_config, os.path.join(training_args.output_dir, "adapter"))
+            logger.info("LoRA: merged %d adapters into their weights", merge_lora(model))
         trainer.save_model()
         metrics = {
             **train_result.metrics,

@@ -16,6 +16,7 @@ from vitgpt2.encoders import TESTED_FAMILIES, UnsupportedEncoder, load_image_pro
 from vitgpt2.inference import captioning_pipeline
 from vitgpt2.model import load_captioner
 from vitgpt2.offline.tiny_encoders import FAMILIES, write_tiny_family_encoder
+from vitgpt2.publish.model_card import ENCODER_NAMES
 
 # family -> the encoder the saved captioner holds
 SAVED_AS = {
@@ -59,6 +60,9 @@ def test_each_family_trains_evaluates_and_saves(trained, family):
     assert {"eval_loss", "eval_bleu"} <= set(eval_results) and eval_results["eval_loss"] > 0
     model = load_captioner(checkpoint=str(output))  # as --model_name_or_path and `vitgpt2 evaluate` load it
     assert model.config.encoder.model_type == SAVED_AS.get(family, family)
+    card = (output / "README.md").read_text()
+    encoder_name = ENCODER_NAMES[SAVED_AS.get(family, family)]
+    assert f"a {encoder_name} image encoder" in card and "trainable_parameters" in card
     # the saved image processor is the encoder's own (SigLIP2's NaFlex one becomes SigLIP's at the native grid)
     preprocessor = json.loads((output / "preprocessor_config.json").read_text())
     assert preprocessor["image_processor_type"].startswith(

@@ -38,6 +38,28 @@ def test_encode_once_loss_and_gradients_equal_the_per_pair_loss(captioner):
     assert torch.allclose(pair_loss, reference, atol=1e-5)
 
 
+def test_cross_attention_keys_and_values_are_projected_once_per_image(captioner):
+    """With GPT-2 under SDPA the captions share their image's cross-attention keys and values (projected for 2 images,
+    not 5 captions); with another kernel the encoder output is repeated instead. Both give the per-pair loss."""
+    model, eos = copy.deepcopy(captioner[0]).eval(), captioner[1].eos_token_id
+    pixels = torch.randn(2, 3, 32, 32)
+    captions = [[[5, 6, 7, eos], [8, eos], [9, 10, eos]], [[11, 12, eos], [13, 14, 15, 16, eos]]]
+    grouped, pairs = pad_labels(captions), pad_labels([[caption] for group in captions for caption in group])
+    pair_pixels = pixels.repeat_interleave(torch.tensor([3, 2]), dim=0)
+    projection = model.decoder.transformer.h[0].crossattention.c_attn
+    rows = []
+    projection.register_forward_hook(lambda module, inputs, output: rows.append(len(inputs[0])))
+    with torch.no_grad():
+        expected = caption_loss(model, pair_pixels, pairs)[0]
+        rows.clear()
+        assert torch.allclose(caption_loss(model, pixels, grouped)[0], expected, atol=1e-5)
+        assert rows == [2]
+        model.decoder.set_attn_implementation("eager")
+        rows.clear()
+        assert torch.allclose(caption_loss(model, pixels, grouped)[0], expected, atol=1e-5)
+        assert rows == [5]
+
+
 def test_loss_over_num_items_in_batch_sums_tokens(captioner):
     model, tokenizer = captioner
     eos = tokenizer.eos_token_id

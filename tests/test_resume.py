@@ -18,10 +18,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVE_STEPS = 10
 
 
-def _command(synthetic_coco, tiny_models, output, scst_from: str | None = None) -> list[str]:
-    """The training command; with `scst_from`, self-critical training continued from that captioner."""
+def _command(synthetic_coco, tiny_models, output, scst_from: str | None = None, lora: bool = False) -> list[str]:
+    """The training command; with `scst_from`, self-critical training continued from that captioner; with `lora`,
+    LoRA adapters on the decoder (the encoder frozen, its features cached)."""
     encoder, decoder = tiny_models
     model = ["--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder]
+    if lora:
+        model += ["--lora_r", "4", "--freeze_encoder"]
     if scst_from is not None:
         model = ["--model_name_or_path", scst_from, "--scst", "--scst_num_samples", "3", "--max_target_length", "12"]
     return [
@@ -68,14 +71,16 @@ def _half_write_next_checkpoint(output, resume_from: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("training", ["cross-entropy", "scst"])
+@pytest.mark.parametrize("training", ["cross-entropy", "scst", "lora"])
 def test_killed_run_resumes_from_last_complete_checkpoint_to_the_same_weights(
     synthetic_coco, tiny_models, ce_captioner, tmp_path, training
 ):
-    """Self-critical training too: its samples come from the RNG state the checkpoint restores."""
+    """Self-critical training too: its samples come from the RNG state the checkpoint restores. LoRA too: its
+    checkpoints hold the adapters, and the end merges them."""
     scst_from = ce_captioner if training == "scst" else None
+    lora = training == "lora"
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
-    command = _command(synthetic_coco, tiny_models, interrupted, scst_from)
+    command = _command(synthetic_coco, tiny_models, interrupted, scst_from, lora)
 
     _kill_after_first_checkpoint(command, interrupted, tmp_path / "killed.log")
     assert not (interrupted / "model.safetensors").exists(), "the run was killed before its end"
@@ -84,10 +89,12 @@ def test_killed_run_resumes_from_last_complete_checkpoint_to_the_same_weights(
 
     log = _finish(command, tmp_path / "resumed.log")  # the very same command
     assert f"Resuming training from {resume_from}" in log
-    _finish(_command(synthetic_coco, tiny_models, reference, scst_from), tmp_path / "reference.log")
+    _finish(_command(synthetic_coco, tiny_models, reference, scst_from, lora), tmp_path / "reference.log")
 
     resumed, uninterrupted = load_file(interrupted / "model.safetensors"), load_file(reference / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
+    assert lora == any("lora_" in key for key in load_file(os.path.join(resume_from, "model.safetensors")))
+    assert not any("lora_" in key for key in resumed)  # merged
     # Bit-for-bit on CPU: weights, optimizer, scheduler and RNG states are restored exactly, and the
     # Trainer's seedable sampler redraws the same epoch order and skips the batches already trained on.
     different = [key for key in resumed if not torch.equal(resumed[key], uninterrupted[key])]

@@ -15,6 +15,7 @@ from .data.encoder_features import check_dtype
 from .data.preprocessing import BadImagePolicy
 from .data.views import check_captions_per_image
 from .errors import ArgumentError
+from .lora import LORA_PARTS
 from .metrics.arguments import MetricsArguments
 from .scst.arguments import ScstArguments
 
@@ -71,6 +72,31 @@ class ModelArguments:
         default="bfloat16",
         metadata={"help": "How cached encoder outputs are stored: bfloat16 (half the disk) or float32 (exact)."},
     )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "Rank of LoRA adapters (through peft); 0 trains the weights themselves. See --lora_on."},
+    )
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA scaling numerator (default: 2 x rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA adapters' input."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated names of the linear layers that get adapters, e.g. c_attn,c_proj (GPT-2) or "
+            "q_proj,v_proj (ViT); default: every linear layer of the adapted part but the cross-attention, which is "
+            "new and trains in full."
+        },
+    )
+    lora_on: str = field(
+        default="decoder",
+        metadata={"help": "Where the adapters go: decoder, encoder or both. The other part keeps its own settings."},
+    )
+    lora_save_adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write the adapter alone (peft's format) to <output_dir>/adapter; the saved model "
+            "always holds the merged weights."
+        },
+    )
     pad_vocab_to_multiple_of: int = field(
         default=64,
         metadata={
@@ -90,6 +116,12 @@ class ModelArguments:
         if self.encoder_learning_rate is not None and self.encoder_learning_rate <= 0:
             raise ValueError(f"--encoder_learning_rate must be above 0, not {self.encoder_learning_rate}")
         check_dtype(self.encoder_features_dtype)
+        if self.lora_r < 0:
+            raise ValueError(f"--lora_r must be 0 (no adapters) or more, not {self.lora_r}")
+        if self.lora_on not in LORA_PARTS:
+            raise ValueError(f"--lora_on must be one of {', '.join(LORA_PARTS)}, not {self.lora_on!r}")
+        if self.lora_save_adapter and not self.lora_r:
+            raise ValueError("--lora_save_adapter needs adapters: give --lora_r N")
         if self.cache_encoder_features and not self.encoder_frozen:
             raise ValueError(
                 "--cache_encoder_features needs a frozen encoder (--freeze_encoder or --train_encoder_layers 0): "
@@ -100,7 +132,12 @@ class ModelArguments:
 
     @property
     def encoder_frozen(self) -> bool:
-        return self.freeze_encoder or self.train_encoder_layers == 0
+        adapted = self.lora_r > 0 and self.lora_on in ("encoder", "both")
+        return (self.freeze_encoder or self.train_encoder_layers == 0) and not adapted
+
+    @property
+    def lora_targets(self) -> list[str] | None:
+        return [name.strip() for name in self.lora_target_modules.split(",")] if self.lora_target_modules else None
 
     def hub_kwargs(self) -> dict:
         return {"cache_dir": self.cache_dir, "revision": self.model_revision, "token": self.token}

@@ -14,25 +14,48 @@ from .sdpa_masks import fused_sdpa_masks
 IGNORE_INDEX = -100
 
 
-@contextlib.contextmanager
-def repeated_encoder_states(model, repeats: torch.Tensor, total: int | None = None):
-    """Within the block, the encoder's output row i is repeated `repeats[i]` times.
+def cross_attention_projections(model) -> list[torch.nn.Module]:
+    """GPT-2's cross-attention key/value projections (`crossattention.c_attn`, one per block), where the decoder
+    attends with SDPA; [] otherwise. Their input is the encoder states, and only their output is per caption."""
+    decoder = model.decoder
+    if decoder.config._attn_implementation != "sdpa":  # other kernels build a mask sized by the encoder's rows
+        return []
+    blocks = getattr(getattr(decoder, "transformer", None), "h", [])
+    return [block.crossattention.c_attn for block in blocks if hasattr(block, "crossattention")]
 
-    This is what lets one encoder pass serve several captions of the same image inside a single call of
-    the (possibly DDP- or FSDP-wrapped) model, so gradient synchronisation sees one ordinary forward.
+
+@contextlib.contextmanager
+def images_shared_by_captions(model, repeats: torch.Tensor, total: int):
+    """Within the block, the model's caption rows see their images' encoder states: row i of the encoder output
+    serves `repeats[i]` captions. Yields True when the states are repeated inside the decoder, False when the
+    encoder's output is (a caller that passes encoder states itself then repeats them).
+
+    This is what lets one encoder pass serve several captions of the same image inside a single call of the
+    (possibly DDP- or FSDP-wrapped) model, so gradient synchronisation sees one ordinary forward. With GPT-2 the
+    repeat comes after each cross-attention's key/value projection, which then also runs once per image: with 5
+    captions per image, that projection over 197 image tokens is as costly as the rest of distilgpt2's forward.
+    `output_size` (the number of captions, known outside the model) keeps the shape static for torch.compile:
+    without it the repeat is data-dependent and splits the compiled graph in two.
     """
 
+    def repeat(module, inputs, output):
+        return output.repeat_interleave(repeats, dim=0, output_size=total)
+
     def repeat_output(module, inputs, output):
-        # `output_size` (the number of captions, known outside the model) keeps the shape static for
-        # torch.compile: without it the repeat is data-dependent and splits the compiled graph in two.
-        output.last_hidden_state = output.last_hidden_state.repeat_interleave(repeats, dim=0, output_size=total)
+        output.last_hidden_state = repeat(module, inputs, output.last_hidden_state)
         return output
 
-    handle = extract_model_from_parallel(model, keep_torch_compile=False).encoder.register_forward_hook(repeat_output)
+    unwrapped = extract_model_from_parallel(model, keep_torch_compile=False)
+    projections = cross_attention_projections(unwrapped)
+    if projections:
+        handles = [projection.register_forward_hook(repeat) for projection in projections]
+    else:
+        handles = [unwrapped.encoder.register_forward_hook(repeat_output)]
     try:
-        yield
+        yield bool(projections)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def token_losses(
@@ -54,17 +77,13 @@ def token_losses(
     flat = flat[present]
     config = extract_model_from_parallel(model, keep_torch_compile=False).config
     decoder_input_ids = shift_tokens_right(flat, config.pad_token_id, config.decoder_start_token_id)
-    if encoder_states is not None:
-        states = encoder_states.repeat_interleave(repeats.to(encoder_states.device), dim=0, output_size=flat.shape[0])
-        with fused_sdpa_masks():
-            outputs = model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                decoder_input_ids=decoder_input_ids,
-                use_cache=False,
-            )
-    else:
-        with repeated_encoder_states(model, repeats, total=flat.shape[0]), fused_sdpa_masks():
-            outputs = model(pixel_values=pixel_values, decoder_input_ids=decoder_input_ids, use_cache=False)
+    inputs = {"pixel_values": pixel_values}
+    with images_shared_by_captions(model, repeats, flat.shape[0]) as repeated_in_decoder, fused_sdpa_masks():
+        if encoder_states is not None:
+            if not repeated_in_decoder:
+                encoder_states = encoder_states.repeat_interleave(repeats, dim=0, output_size=flat.shape[0])
+            inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_states)}
+        outputs = model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
     logits = outputs.logits.float()
     losses = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)),

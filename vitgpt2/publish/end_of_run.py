@@ -5,6 +5,7 @@ the pipeline code that makes `pipeline("image-to-text", trust_remote_code=True)`
 caption-grid picture, and a model card with the results.
 """
 
+import json
 import logging
 import os
 
@@ -74,11 +75,20 @@ def publish(
         pictures=pictures,
         hub_model_id=args.hub_model_id if push else None,
         scst=scst,
+        encoder_type=_encoder_type(output_dir),
     )
     if push:
         repo_id = args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
         push_to_hub(output_dir, repo_id, token=token, private=args.hub_private_repo)
         logger.info("pushed %s to the Hub as %s", output_dir, repo_id)
+
+
+def _encoder_type(output_dir: str) -> str | None:
+    try:
+        with open(os.path.join(output_dir, "config.json")) as f:
+            return json.load(f)["encoder"]["model_type"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _hyperparameters(args, model_args, data_args, results: dict) -> dict:
@@ -91,8 +101,11 @@ def _hyperparameters(args, model_args, data_args, results: dict) -> dict:
     values["world_size"] = args.world_size
     values["captions_per_image"] = data_args.captions_per_image
     values["max_target_length"] = data_args.max_target_length
-    for key in ("freeze_encoder", "train_encoder_layers", "encoder_learning_rate"):
+    for key in ("freeze_encoder", "train_encoder_layers", "encoder_learning_rate", "cache_encoder_features"):
         values[key] = getattr(model_args, key)
+    if model_args.lora_r:
+        for key in ("lora_r", "lora_alpha", "lora_dropout", "lora_on", "lora_target_modules"):
+            values[key] = getattr(model_args, key)
     for key in ("trainable_parameters", "parameters"):
         values[key] = results.get(key)
     return values

@@ -13,7 +13,19 @@ from huggingface_hub import EvalResult, ModelCardData
 from .secrets import HUB_TOKEN_PATTERN
 
 TASK_TYPE = "image-to-text"
-TAGS = ["image-captioning", "vision-encoder-decoder", "vit", "gpt2"]
+TAGS = ["image-captioning", "vision-encoder-decoder", "gpt2"]
+# the encoder config's model_type -> how the card names it (and its tag, without "_vision_model")
+ENCODER_NAMES = {
+    "vit": "ViT",
+    "deit": "DeiT",
+    "beit": "BEiT",
+    "dinov2": "DINOv2",
+    "dinov2_with_registers": "DINOv2",
+    "swin": "Swin",
+    "swinv2": "Swinv2",
+    "clip_vision_model": "CLIP",
+    "siglip_vision_model": "SigLIP",
+}
 # Trainer bookkeeping in the eval metrics, not results.
 NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
 # Results shown in the table but not scores of the model (so left out of `model-index`).
@@ -60,7 +72,9 @@ def started_from(base_models: dict) -> list[str]:
     return names or [base_models.get(role) for role in ("encoder", "decoder") if base_models.get(role)]
 
 
-def card_metadata(model_name: str, base_models: dict, dataset: str | None, results: dict[str, float]):
+def card_metadata(
+    model_name: str, base_models: dict, dataset: str | None, results: dict[str, float], encoder_type: str | None = None
+):
     dataset_id = hub_id(dataset)
     scores = {name: value for name, value in results.items() if name not in NOT_SCORES and metric_id(name)}
     evals = [
@@ -82,7 +96,7 @@ def card_metadata(model_name: str, base_models: dict, dataset: str | None, resul
         base_model=[model for model in map(hub_id, started_from(base_models)) if model] or None,
         datasets=[dataset_id] if dataset_id else None,
         metrics=sorted({metric_id(name) for name in scores} - {"loss"}) or None,
-        tags=TAGS,
+        tags=[*TAGS, (encoder_type or "vit").removesuffix("_vision_model")],
         eval_results=evals or None,
     )
 
@@ -194,6 +208,7 @@ def write_model_card(
     pictures: list[str],
     hub_model_id: str | None = None,
     scst: str | None = None,
+    encoder_type: str | None = None,
 ) -> str:
     """Writes `<output_dir>/README.md` and returns its path.
 
@@ -203,10 +218,11 @@ def write_model_card(
     is none. `scst` says how a self-critical run was tuned (reward, samples, baseline).
     """
     results = eval_results(metrics)
-    metadata = card_metadata(model_name, base_models, dataset, results)
+    metadata = card_metadata(model_name, base_models, dataset, results, encoder_type)
+    family = ENCODER_NAMES.get(encoder_type, encoder_type or "ViT")
     sections = [
         f"# {model_name}",
-        "An image captioner: a ViT image encoder and a GPT-2 text decoder joined with cross-attention. "
+        f"An image captioner: a {family} image encoder and a GPT-2 text decoder joined with cross-attention. "
         "Give it a picture; it writes one sentence about it.",
         usage_section(hub_model_id or os.path.abspath(output_dir)),
         results_section(results),

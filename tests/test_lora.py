@@ -136,3 +136,21 @@ def test_lora_arguments_are_checked():
     # adapters on a frozen encoder: it learns, so its outputs are not cached
     assert not ModelArguments(freeze_encoder=True, lora_r=4, lora_on="encoder").cache_encoder_features
     assert ModelArguments(freeze_encoder=True, lora_r=4).cache_encoder_features
+
+
+def test_checkpoints_of_an_adapted_encoder_load_back_exactly(captioner, tmp_path):
+    """ViT's weights are saved under legacy names, its adapters' too; resuming reads them through from_pretrained."""
+    from vitgpt2.checkpoints import load_model_weights
+
+    trained, fresh = copy.deepcopy(captioner[0]), copy.deepcopy(captioner[0])
+    for model in (trained, fresh):
+        add_lora(model, 2, None, 0.0, "both")
+    with torch.no_grad():
+        for name, parameter in trained.named_parameters():
+            if "lora_" in name:
+                parameter.normal_()
+    trained.save_pretrained(tmp_path)
+    load_model_weights(fresh, str(tmp_path))
+    expected = trained.state_dict()
+    assert any("encoder." in key and "lora_A" in key for key in expected)
+    assert all(torch.equal(value, expected[key]) for key, value in fresh.state_dict().items())

@@ -11,6 +11,7 @@ import os
 import re
 
 from .errors import UserError
+from .lora import class_with_adapters
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +92,15 @@ def load_model_weights(model, checkpoint_dir: str) -> None:
     transformers 5 saves some models (ViT among them) under their legacy parameter names and translates the
     names back only in `from_pretrained`. The Trainer's resume path loads the file with a plain
     `load_state_dict(strict=False)`, which leaves the encoder layers at their initial values with only a
-    warning; loading through `from_pretrained` applies the translation.
+    warning; loading through `from_pretrained` applies the translation (to a model built with the same LoRA
+    adapters, when `model` has them).
     """
     if damage := weights_damage(checkpoint_dir):
         raise DamagedCheckpoint(
             f"checkpoint {checkpoint_dir} is damaged: {damage}. Resume from another one (--resume_from_checkpoint "
             "DIR), or delete this folder and run the same command again to resume from the last complete one"
         )
-    saved, info = type(model).from_pretrained(checkpoint_dir, output_loading_info=True)
+    saved, info = class_with_adapters(model).from_pretrained(checkpoint_dir, output_loading_info=True)
     problems = {key: sorted(info[key]) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info[key]}
     if problems:
         raise ValueError(f"checkpoint {checkpoint_dir} does not match the model being trained: {problems}")

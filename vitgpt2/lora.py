@@ -86,6 +86,25 @@ def add_lora(model, r: int, alpha: float | None, dropout: float, parts: str, nam
     return config
 
 
+def class_with_adapters(model) -> type:
+    """`type(model)`, or, when `model` carries adapters, a subclass whose models are built with the same ones: its
+    `from_pretrained` reads a checkpoint of the adapted model with transformers' own key renaming (ViT's weights
+    are saved under legacy names, adapter weights among them)."""
+    config = getattr(model, "peft_config", {}).get("default")
+    if config is None:
+        return type(model)
+    from peft import inject_adapter_in_model
+
+    class WithAdapters(type(model)):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+                inject_adapter_in_model(config, self)
+
+    return WithAdapters
+
+
 def merge_lora(model) -> int:
     """Merges every adapter into the weight it adapts and puts the plain layer back; returns how many there were."""
     from peft.tuners.lora import LoraLayer

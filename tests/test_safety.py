@@ -8,6 +8,7 @@ import pytest
 from datasets import Dataset
 
 import run_captioning
+from vitgpt2 import encoders
 from vitgpt2.arguments import ModelArguments, parse_args
 from vitgpt2.data.sources import DataSourceError, load_coco, load_karpathy, safe_join, to_image_rows
 from vitgpt2.model import load_captioner
@@ -57,8 +58,8 @@ def test_run_captioning_passes_trust_remote_code_false_everywhere(monkeypatch, s
         seen.append(("load_captioner", kwargs.get("trust_remote_code", "missing")))
         raise Stop  # the model is the last thing loaded with these arguments
 
-    monkeypatch.setattr(
-        run_captioning.AutoImageProcessor, "from_pretrained", spy(run_captioning.AutoImageProcessor.from_pretrained)
+    monkeypatch.setattr(  # vitgpt2.encoders.load_image_processor's
+        encoders.AutoImageProcessor, "from_pretrained", spy(encoders.AutoImageProcessor.from_pretrained)
     )
     monkeypatch.setattr(
         run_captioning.AutoTokenizer, "from_pretrained", spy(run_captioning.AutoTokenizer.from_pretrained)

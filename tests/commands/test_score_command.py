@@ -150,12 +150,13 @@ def test_the_ngram_metrics_import_neither_torch_nor_transformers(tmp_path):
         "from vitgpt2.metrics import CaptionScorer\n"
         f"print(CaptionScorer(metrics='bleu,cider').score(*{(['A dogs toy.'], [['a dog toy']])!r})['cider'])\n"
         "from vitgpt2.cli import main\n"
-        f"main(['score', {str(path)!r}, '--metrics', 'bleu,cider'])\n"
+        f"main(['score', {str(path)!r}, '--metrics', 'bleu,rouge_coco,cider'])\n"
         "print('LOADED', 'torch' in sys.modules, 'nltk' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "LOADED False False" in result.stdout  # `vitgpt2 score` itself reads its options with transformers
-    code = "import sys\nfrom vitgpt2.metrics import CaptionScorer\nCaptionScorer(metrics='bleu,cider').score(['a'], [['a']])\n"
+    code = "import sys\nfrom vitgpt2.metrics import CaptionScorer\n"
+    code += "CaptionScorer(metrics='bleu,rouge_coco,cider').score(['a'], [['a']])\n"
     code += "print(sorted(name for name in ('torch', 'transformers', 'nltk') if name in sys.modules))"
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -304,7 +304,9 @@ def test_metrics_arguments_parse_with_hf_argument_parser():
 
 
 def test_all_metrics_constant():
-    assert ALL_METRICS == ("bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore")
+    assert ALL_METRICS == (
+        "bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore", "rouge_coco"
+    )  # fmt: skip
 
 
 # --- BERTScore ------------------------------------------------------------------------------------------------
@@ -463,3 +465,11 @@ def test_rouge_equals_rouge_score_multi_per_image_exactly_on_hard_captions():
     for prediction, image_refs in zip(predictions, references):
         expected = {key: score.fmeasure for key, score in theirs.score_multi(image_refs, prediction).items()}
         assert best_rouge(tokenizer, image_refs, prediction) == expected, (prediction, image_refs)
+
+
+def test_rouge_coco_alone_is_the_rouge_l_of_the_full_rouge(corpus, ngram_scores):
+    """`rouge_coco`: COCO's ROUGE-L without rouge-score's ROUGE-1/2/L (and without importing nltk)."""
+    alone, per_image = CaptionScorer(metrics="rouge_coco").score(*corpus, return_per_image=True)
+    assert alone["rougeL_coco"] == ngram_scores[0]["rougeL_coco"]
+    assert [row["rougeL_coco"] for row in per_image] == [row["rougeL_coco"] for row in ngram_scores[1]]
+    assert "rouge1" not in alone

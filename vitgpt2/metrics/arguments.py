@@ -4,7 +4,11 @@ and `CaptionScorer`."""
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-ALL_METRICS = ("bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore")
+# "rouge" is rouge-score's ROUGE-1/2/L (with nltk's Porter stemmer) plus COCO's ROUGE-L; "rouge_coco" is COCO's
+# ROUGE-L alone, the set COCO's evaluation reports with BLEU and CIDEr-D, without importing nltk.
+ALL_METRICS = (
+    "bleu", "rouge", "bertscore", "cider", "meteor", "spice", "clipscore", "refclipscore", "rouge_coco"
+)  # fmt: skip
 IMAGE_METRICS = ("clipscore", "refclipscore")  # these score a caption against its image
 DEFAULT_METRICS = ("bleu", "rouge", "bertscore", "cider")
 

@@ -13,7 +13,8 @@ its own tokenizer, and bert-score's rescaling baselines were computed on raw tex
   image without any matching 4-gram gets ~0 BLEU-4.
 - ROUGE-1/2/L: as `rouge_score` computes them with its Porter stemmer, best reference per prediction (its
   `score_multi`, F-measure; `vitgpt2.metrics.rouge`), then the mean. `rougeL_coco` is COCO eval's ROUGE-L (pycocoevalcap `Rouge`: LCS, beta = 1.2, best precision and
-  best recall over the references), which is what captioning papers report as ROUGE-L.
+  best recall over the references), which is what captioning papers report as ROUGE-L; `rouge_coco` computes it
+  alone, without rouge-score (and nltk, whose import alone takes about a second).
 - CIDEr-D: a reimplementation of pycocoevalcap's `Cider` (n = 4, sigma = 6, document frequencies from the
   references of the scored set), faster because each reference vector is built once.
 - BERTScore: `bert_score.BERTScorer`; with several references the best P, R and F1 are taken (bert-score's rule).
@@ -180,16 +181,19 @@ class CaptionScorer:
         scores = cider_scores(captions.hyp_counts, captions.refs_counts)
         return {"cider": sum(scores) / len(scores)}, [{"cider": score} for score in scores]
 
+    def _score_rouge_coco(self, captions: _Captions):
+        per_image = [
+            {"rougeL_coco": coco_rouge_l(hyp_tokens, refs_tokens)}
+            for hyp_tokens, refs_tokens in zip(captions.hyp_tokens, captions.refs_tokens)
+        ]
+        return _mean_rows(per_image), per_image
+
     def _score_rouge(self, captions: _Captions):
         from .rouge import best_rouge
 
-        per_image = []
-        for hyp, image_refs, hyp_tokens, refs_tokens in zip(
-            captions.hyps, captions.refs, captions.hyp_tokens, captions.refs_tokens
-        ):
-            row = best_rouge(self._rouge, image_refs, hyp)
-            row["rougeL_coco"] = coco_rouge_l(hyp_tokens, refs_tokens)
-            per_image.append(row)
+        _, per_image = self._score_rouge_coco(captions)
+        for row, hyp, image_refs in zip(per_image, captions.hyps, captions.refs):
+            row.update(best_rouge(self._rouge, image_refs, hyp))
         return _mean_rows(per_image), per_image
 
     def _score_bertscore(self, captions: _Captions):

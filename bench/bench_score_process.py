@@ -68,9 +68,7 @@ def main(argv=None) -> dict:
     print(f"\nOne process each, {args.images:,} images x 5 references (seconds, best of {args.repeats})")
     print(f"  pycocoevalcap (Java PTB tokenizer, BLEU, ROUGE-L, CIDEr-D)  {coco_s:6.2f}")
     for metrics, (seconds, _) in runs.items():
-        print(
-            f"  vitgpt2 score --metrics {metrics:<22}            {seconds:6.2f}   ratio {coco_s / seconds:.2f}x"
-        )
+        print(f"  vitgpt2 score --metrics {metrics:<22}            {seconds:6.2f}   ratio {coco_s / seconds:.2f}x")
     ours = runs["bleu,rouge_coco,cider"][1]
     assert ours == {key: runs["bleu,rouge,cider"][1][key] for key in ours if key in runs["bleu,rouge,cider"][1]}
     for key, value in coco.items():

@@ -267,6 +267,9 @@ def apply_decoding(generation_config, decoding_args: DecodingArguments) -> None:
         raise ArgumentError(f"the decoding options do not fit together: {' '.join(str(error).split())}") from error
 
 
+DEFAULT_LOGGING_STEPS = 0.02  # 1/50 of the run; vitgpt2.trainer.LogOften makes it at least 50 points
+
+
 @dataclass
 class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
     """`Seq2SeqTrainingArguments` with the defaults a captioning run wants."""
@@ -280,6 +283,14 @@ class CaptioningTrainingArguments(Seq2SeqTrainingArguments):
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the collator needs the cached image and caption columns."}
+    )
+    logging_steps: float = field(
+        default=DEFAULT_LOGGING_STEPS,
+        metadata={
+            "help": "Log the training loss every N steps, or, below 1, every such fraction of the run. The default, "
+            "0.02, logs every max_steps // 50 steps: at least 50 points in loss_curves.png however long the run (the "
+            "Trainer's 500 drew one for a 600-step run)."
+        },
     )
 
     def __post_init__(self):

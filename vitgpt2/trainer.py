@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from accelerate.utils import gather_object
-from transformers import Seq2SeqTrainer
+from transformers import Seq2SeqTrainer, TrainerCallback
 
+from .arguments import DEFAULT_LOGGING_STEPS
 from .checkpoints import load_model_weights
 from .data.views import ImagesWithReferences
 from .disk_space import disk_full, is_disk_full
@@ -88,6 +89,19 @@ def write_coco_results(records: list[dict], path: str) -> None:
         json.dump([{"image_id": record["image_id"], "caption": record["prediction"]} for record in records], f)
 
 
+LOGGED_POINTS = 50
+
+
+class LogOften(TrainerCallback):
+    """At the default `--logging_steps`, the loss is logged every `max_steps // 50` steps: at least 50 points a run.
+    The Trainer turns a fraction into steps rounding up (a 140-step run at 0.02 logs every 3 steps: 46 points).
+    A `--logging_steps` of the user's own is kept as given."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.logging_steps == DEFAULT_LOGGING_STEPS:
+            state.logging_steps = max(1, state.max_steps // LOGGED_POINTS)
+
+
 class CaptioningTrainer(Seq2SeqTrainer):
     """With a `scorer` (a `vitgpt2.metrics.CaptionScorer`), evaluation generates one caption per image, scores it
     against all of the image's references and writes `<prefix>_predictions.jsonl` (per image: caption, references,
@@ -95,6 +109,7 @@ class CaptioningTrainer(Seq2SeqTrainer):
 
     def __init__(self, *args, scorer=None, encoder_learning_rate: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.add_callback(LogOften())
         self.encoder_learning_rate = encoder_learning_rate
         self._image_losses: list[tuple[int, float]] = []  # (image index, loss) of the evaluation under way
         self.metrics_hook = CaptionMetricsHook(self.processing_class, scorer) if scorer is not None else None

@@ -74,3 +74,49 @@ def test_trained_folder_has_card_pictures_pipeline_and_pushes_without_the_token(
         os.path.join(synthetic_coco, "val2017", sorted(os.listdir(os.path.join(synthetic_coco, "val2017")))[0])
     )
     assert isinstance(captioner(image)[0]["generated_text"], str)
+
+
+def test_default_logging_draws_50_points_and_the_card_names_the_data_as_its_files_do(
+    monkeypatch, synthetic_coco, tiny_models, tmp_path
+):
+    """140 steps: the Trainer's ratio 0.02 would log every 3 steps (46 points); the default logs every 2 (70). The
+    captions file of this copy says nothing of what it holds, so the card does not call it COCO."""
+    import json
+    import shutil
+
+    data = shutil.copytree(synthetic_coco, tmp_path / "data")
+    annotations = data / "annotations" / "captions_train2017.json"
+    content = json.loads(annotations.read_text())
+    content.pop("info", None)
+    annotations.write_text(json.dumps(content))
+    encoder, decoder = tiny_models
+    output = tmp_path / "out"
+    argv = [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, "--coco_dir", str(data),
+        "--output_dir", str(output), "--do_train", "--max_steps", "140", "--per_device_train_batch_size", "2",
+        "--save_strategy", "no", "--report_to", "none",
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["run_captioning.py", *argv])
+    run_captioning.main()
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    assert len([entry for entry in history if "loss" in entry]) >= 50
+    card = ModelCard.load(output / "README.md")
+    assert "COCO's layout (folder data" in card.text and "`COCO`" not in card.text
+    assert card.data.datasets is None
+
+
+def test_a_coco_folder_is_named_by_its_captions_file(synthetic_coco, tmp_path):
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    from vitgpt2.publish.end_of_run import _folder_description
+
+    data = shutil.copytree(synthetic_coco, tmp_path / "coco")
+    args = SimpleNamespace(karpathy_split_file=None, coco_dir=str(data), train_split_name="train", image_folder=None)
+    assert _folder_description(args) == "vitgpt2 synthetic shapes"
+    annotations = data / "annotations" / "captions_train2017.json"
+    content = json.loads(annotations.read_text())
+    content["info"] = {"description": "COCO 2017 Dataset", "url": "http://cocodataset.org", "year": 2017}
+    annotations.write_text(json.dumps(content))
+    assert _folder_description(args) == "COCO 2017 Dataset"

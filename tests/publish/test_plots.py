@@ -66,3 +66,12 @@ def test_captions_are_wrapped():
     text = caption_text(record(0))
     assert text.startswith("predicted: a cup") and "reference: a red cup" in text
     assert max(len(line) for line in text.splitlines()) <= 40
+
+
+def test_evaluation_scores_are_drawn_beside_the_loss(tmp_path):
+    with_scores = [*LOG_HISTORY, {"eval_loss": 2.0, "eval_bleu": 15.0, "eval_cider": 40.0, "step": 20}]
+    with PIL.Image.open(save_loss_curves(LOG_HISTORY[:2], str(tmp_path / "loss.png"))) as image:
+        loss_only = image.size
+    with PIL.Image.open(save_loss_curves(with_scores, str(tmp_path / "both.png"))) as image:
+        both = image.size
+    assert both[0] > 1.5 * loss_only[0] and both[1] == loss_only[1]  # a second panel

@@ -26,6 +26,14 @@ def read_json(path: str):
         raise DataSourceError(f"annotation file {path} is not UTF-8 text: {error}; re-save it as UTF-8") from error
 
 
+def dataset_description(path: str) -> str | None:
+    """What a COCO captions file says it holds (its `info` block's description, e.g. "COCO 2017 Dataset"), or None
+    for a file without one: a folder in COCO's layout is not necessarily COCO."""
+    info = read_json(path).get("info") if os.path.isfile(path) else None
+    description = info.get("description") if isinstance(info, dict) else None
+    return (" ".join(str(description).split()) or None) if description else None
+
+
 def entries(data, key: str, source: str, required: tuple[str, ...], hint: str) -> list[dict]:
     """`data[key]`, checked to be a list of objects that each hold `required`; errors name the entry."""
     found = data.get(key) if isinstance(data, dict) else None

@@ -9,6 +9,8 @@ import json
 import logging
 import os
 
+from ..data.coco_json import captions_file, dataset_description
+from ..data.sources import COCO_SPLITS
 from ..remote_code.images import load_rgb
 from .hub import push_to_hub
 from .model_card import write_model_card
@@ -63,7 +65,7 @@ def publish(
     base_models = {"encoder": model_args.encoder_model_name_or_path, "decoder": model_args.decoder_model_name_or_path}
     if model_args.model_name_or_path:
         base_models = {"checkpoint": model_args.model_name_or_path}
-    dataset = data_args.dataset_name or ("COCO" if data_args.coco_dir else data_args.image_folder)
+    dataset = data_args.dataset_name or _folder_description(data_args)
     write_model_card(
         output_dir,
         model_name=os.path.basename(os.path.normpath(args.hub_model_id or output_dir)),
@@ -81,6 +83,19 @@ def publish(
         repo_id = args.hub_model_id or os.path.basename(os.path.normpath(output_dir))
         push_to_hub(output_dir, repo_id, token=token, private=args.hub_private_repo)
         logger.info("pushed %s to the Hub as %s", output_dir, repo_id)
+
+
+def _folder_description(data_args) -> str | None:
+    """The data of a local run, as its files name it: a COCO folder by its captions file's own `info` block."""
+    if data_args.karpathy_split_file:
+        return f"the Karpathy split ({os.path.basename(data_args.karpathy_split_file)}) of COCO 2014"
+    if data_args.coco_dir:
+        folder = COCO_SPLITS.get(data_args.train_split_name, f"{data_args.train_split_name}2017")
+        annotations = captions_file(data_args.coco_dir, folder)
+        named = dataset_description(annotations)
+        folder = os.path.basename(os.path.normpath(data_args.coco_dir))
+        return named or f"images and captions in COCO's layout (folder {folder}; its captions file names no dataset)"
+    return data_args.image_folder
 
 
 def _encoder_type(output_dir: str) -> str | None:

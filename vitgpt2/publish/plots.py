@@ -30,10 +30,18 @@ def loss_points(log_history: list[dict], key: str) -> tuple[list[int], list[floa
     return [step for step, _ in points], [value for _, value in points]
 
 
+# evaluation scores drawn next to the loss, when the run evaluated during training
+SCORE_CURVES = (("eval_bleu", "BLEU-4"), ("eval_cider", "CIDEr-D"))
+
+
 def save_loss_curves(log_history: list[dict], path: str) -> str:
-    """Training `loss` and `eval_loss` against the step, from `trainer.state.log_history`; returns `path`."""
-    figure = new_figure(6.4, 4.0)
-    axes = figure.subplots()
+    """Training `loss` and `eval_loss` against the step, from `trainer.state.log_history`, and beside them the
+    evaluation scores (BLEU-4, CIDEr-D) when there are any; returns `path`."""
+    scores = {label: loss_points(log_history, key) for key, label in SCORE_CURVES}
+    scores = {label: points for label, points in scores.items() if points[0]}
+    figure = new_figure(11.5 if scores else 6.4, 4.0)
+    panels = figure.subplots(1, 2 if scores else 1, squeeze=False)[0]
+    axes = panels[0]
     for key, label in (("loss", "training loss"), ("eval_loss", "evaluation loss")):
         steps, values = loss_points(log_history, key)
         if steps:
@@ -43,8 +51,14 @@ def save_loss_curves(log_history: list[dict], path: str) -> str:
     else:
         axes.text(0.5, 0.5, "no loss was logged", ha="center", va="center", transform=axes.transAxes)
     axes.set(xlabel="step", ylabel="loss", title="Loss")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.grid(alpha=0.3)
+    if scores:
+        for label, (steps, values) in scores.items():
+            panels[1].plot(steps, values, marker="o", markersize=4, label=label)
+        panels[1].legend()
+        panels[1].set(xlabel="step", ylabel="score (0-100)", title="Held-out scores")
+    for panel in panels:
+        panel.xaxis.set_major_locator(MaxNLocator(integer=True))
+        panel.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     return path

@@ -87,6 +87,30 @@ def test_two_process_scst(ce_captioner, synthetic_coco, tmp_path):
     assert any(not torch.equal(before[key], after[key]) for key in before)
 
 
+@pytest.mark.slow
+def test_two_process_lora_on_cached_frozen_features(synthetic_coco, tiny_models, tmp_path):
+    """A frozen encoder's features, computed by the main process while the other waits and then reads the same
+    cache, and LoRA adapters on the decoder, under DDP without find_unused_parameters."""
+    encoder, decoder = tiny_models
+    output = tmp_path / "lora"
+    printed = _launch(
+        2,
+        [
+            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
+            "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_steps", "6",
+            "--per_device_train_batch_size", "4", "--captions_per_image", "5", "--learning_rate", "1e-3",
+            "--save_strategy", "no", "--freeze_encoder", "--lora_r", "4", "--ddp_find_unused_parameters", "false",
+            "--log_level", "info", "--log_level_replica", "info",
+        ],
+    )  # fmt: skip
+    assert "Parallelism: DDP over 2 processes" in printed
+    computed = printed.count("Encoder features: 40 images")
+    loaded = printed.count("Encoder features: loading the cache")
+    assert (computed, loaded) == (1, 1), printed[-3000:]
+    saved = load_file(output / "model.safetensors")
+    assert not any("lora_" in key for key in saved)
+
+
 def test_main_ends_the_process_group_it_ran_in(monkeypatch, train_argv, tmp_path):
     import torch.distributed as dist
 

@@ -82,12 +82,14 @@ def load_vision_encoder(name: str, attn_implementation: str | None = "sdpa", **h
 
 
 def load_image_processor(name: str, **hub_kwargs):
-    """The image processor of `name`; SigLIP2's NaFlex one becomes SigLIP's at the tower's native square size."""
+    """The image processor of `name`; SigLIP2's NaFlex one becomes SigLIP's at the tower's native square size (from
+    the model's `num_patches`: the processor's `max_num_patches` may allow more, at a resized position grid)."""
     processor = AutoImageProcessor.from_pretrained(name, **hub_kwargs)
     if hasattr(processor, "max_num_patches"):
         from transformers import SiglipImageProcessor
 
-        side = native_grid(processor.max_num_patches) * processor.patch_size
+        tower = vision_config(name, AutoConfig.from_pretrained(name, **hub_kwargs))
+        side = native_grid(tower.num_patches) * tower.patch_size
         processor = SiglipImageProcessor(
             size={"height": side, "width": side},
             resample=processor.resample,

@@ -74,7 +74,7 @@ def add_lora(model, r: int, alpha: float | None, dropout: float, parts: str, nam
         r=r, lora_alpha=alpha if alpha is not None else 2 * r, lora_dropout=dropout, target_modules=targets
     )
     with warnings.catch_warnings():  # GPT-2's Conv1D stores its weight transposed; peft notices and says so
-        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
         inject_adapter_in_model(config, model)
     for name, parameter in model.named_parameters():
         if "lora_" in name:
@@ -99,7 +99,7 @@ def class_with_adapters(model) -> type:
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+                warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
                 inject_adapter_in_model(config, self)
 
     return WithAdapters

@@ -70,7 +70,7 @@ def _families(size: int) -> dict:
         "siglip2": (
             tf.Siglip2Model,
             tf.Siglip2Config(vision_config={**SMALL, "num_patches": 16, "patch_size": patch}, text_config=TEXT),
-            tf.Siglip2ImageProcessor(patch_size=patch, max_num_patches=16),
+            tf.Siglip2ImageProcessor(patch_size=patch, max_num_patches=64),  # more than the 16 positions, as allowed
         ),
     }
 

@@ -60,15 +60,8 @@ def check_losses_equal(model, per_pair: tuple, encode_once: tuple) -> tuple[floa
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=10, help="(image, caption) pairs per step, a multiple of K.")
-    parser.add_argument("--captions_per_image", type=int, default=5, help="K (COCO: 5).")
-    parser.add_argument("--steps", type=int, default=3, help="Timed optimizer steps of each kind.")
-    parser.add_argument("--warmup", type=int, default=1)
-    common.add_model_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.pairs % args.captions_per_image:
-        parser.error(f"--pairs {args.pairs} must be a multiple of --captions_per_image {args.captions_per_image}")
-    common.start(args)
+    common.add_step_arguments(parser, pairs=10)
+    args = common.parse_step_arguments(parser, argv)
 
     model = common.build_captioner(tiny=args.tiny).to(args.device)
     print(f"attention implementations: {attention_implementations(model)}")

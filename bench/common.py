@@ -53,6 +53,23 @@ def add_model_arguments(parser, device: str = "cpu") -> None:
     parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads (0: torch's default).")
 
 
+def add_step_arguments(parser, pairs: int) -> None:
+    """The options of the training-step benches: pairs per step, captions per image, timed and warm-up steps."""
+    parser.add_argument("--pairs", type=int, default=pairs, help="(image, caption) pairs per step, a multiple of K.")
+    parser.add_argument("--captions_per_image", type=int, default=5, help="K (COCO: 5).")
+    parser.add_argument("--steps", type=int, default=3, help="Timed optimizer steps of each kind.")
+    parser.add_argument("--warmup", type=int, default=1)
+    add_model_arguments(parser)
+
+
+def parse_step_arguments(parser, argv):
+    args = parser.parse_args(argv)
+    if args.pairs % args.captions_per_image:
+        parser.error(f"--pairs {args.pairs} must be a multiple of --captions_per_image {args.captions_per_image}")
+    start(args)
+    return args
+
+
 def start(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)

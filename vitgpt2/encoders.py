@@ -90,14 +90,9 @@ def load_image_processor(name: str, **hub_kwargs):
 
         tower = vision_config(name, AutoConfig.from_pretrained(name, **hub_kwargs))
         side = native_grid(tower.num_patches) * tower.patch_size
+        kept = ("resample", "do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
         processor = SiglipImageProcessor(
-            size={"height": side, "width": side},
-            resample=processor.resample,
-            do_rescale=processor.do_rescale,
-            rescale_factor=processor.rescale_factor,
-            do_normalize=processor.do_normalize,
-            image_mean=processor.image_mean,
-            image_std=processor.image_std,
+            size={"height": side, "width": side}, **{key: getattr(processor, key) for key in kept}
         )
     return processor
 
@@ -107,6 +102,13 @@ def native_grid(num_patches: int) -> int:
     if grid * grid != num_patches:
         raise ArgumentError(f"SigLIP2 with {num_patches} position embeddings has no square grid")
     return grid
+
+
+# what a SigLIP2 vision config shares with SigLIP's (SigLIP2 has `num_patches` where SigLIP has `image_size`)
+SIGLIP_SHARED_CONFIG = (
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels", "patch_size",
+    "hidden_act", "layer_norm_eps", "attention_dropout", "vision_use_head",
+)  # fmt: skip
 
 
 def siglip2_as_siglip(encoder) -> torch.nn.Module:
@@ -119,21 +121,9 @@ def siglip2_as_siglip(encoder) -> torch.nn.Module:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     source = encoder.config
-    grid = native_grid(source.num_patches)
-    config = SiglipVisionConfig(
-        hidden_size=source.hidden_size,
-        intermediate_size=source.intermediate_size,
-        num_hidden_layers=source.num_hidden_layers,
-        num_attention_heads=source.num_attention_heads,
-        num_channels=source.num_channels,
-        image_size=grid * source.patch_size,
-        patch_size=source.patch_size,
-        hidden_act=source.hidden_act,
-        layer_norm_eps=source.layer_norm_eps,
-        attention_dropout=source.attention_dropout,
-        vision_use_head=source.vision_use_head,
-        attn_implementation=source._attn_implementation,
-    )
+    shared = {key: getattr(source, key) for key in SIGLIP_SHARED_CONFIG}
+    image_size = native_grid(source.num_patches) * source.patch_size
+    config = SiglipVisionConfig(**shared, image_size=image_size, attn_implementation=source._attn_implementation)
     state = dict(encoder.state_dict())
     key = "embeddings.patch_embedding.weight"
     patch = source.patch_size

@@ -85,3 +85,9 @@ def test_bench_frozen(bench):
     assert set(results["ratios"]) == {"cached_vs_fine_tuning", "cached_vs_frozen_in_loop"}
     assert all(ratio > 0 for ratio in results["ratios"].values())
     assert results["bytes_per_image"] == 17 * 64 * 2  # (32/8)^2 patches + CLS, 64 wide, bf16
+
+
+def test_bench_onnx(bench):
+    results = bench("bench_onnx").main(["--tiny", "--images", "4", "--batch_size", "2", "--repeats", "1"])
+    assert results["fp32_equal"] and set(results["ratios"]) == {"ONNX fp32", "ONNX int8"}
+    assert results["sizes"]["int8"] < results["sizes"]["fp32"]

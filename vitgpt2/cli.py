@@ -14,6 +14,7 @@ COMMANDS = {
     "score": "score",
     "make-synthetic": "make_synthetic",
     "make-tiny-models": "make_tiny_models",
+    "export-onnx": "export_onnx",
 }
 
 

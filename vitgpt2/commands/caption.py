@@ -57,6 +57,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--device", type=device_argument, help="cpu, cuda, cuda:1 or a GPU index. Default: GPU 0 if any."
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="onnx: greedy captions with onnxruntime on the CPU, from a folder `vitgpt2 export-onnx` wrote.",
+    )
     parser.set_defaults(func=run)
 
 
@@ -127,6 +133,9 @@ def caption_images(
 def _generate(pipe, pixels, generate_kwargs: dict) -> list[str]:
     import torch
 
+    if hasattr(pipe, "caption_uint8"):  # vitgpt2.export.onnx.OnnxCaptioner
+        return pipe.caption_uint8(pixels, **generate_kwargs)
+
     outputs = pipe.forward({"pixel_values": pipe.normalize(torch.from_numpy(pixels))}, generate_kwargs=generate_kwargs)
     return [
         pipe.postprocess({"sequences": sequences[None]})[0]["generated_text"] for sequences in outputs["sequences"]
@@ -170,6 +179,7 @@ def format_line(image: str, caption: str, as_json: bool) -> str:
 def run(args) -> int:
     from tqdm.auto import tqdm
 
+    from ..errors import ArgumentError
     from ..inference import captioning_pipeline  # imported here so that `vitgpt2 --help` stays fast
 
     images, problems = expand_inputs(args.images)
@@ -178,7 +188,15 @@ def run(args) -> int:
     if done:
         print(f"vitgpt2 caption: {len(images) - len(todo)} already in {args.output}, skipped", file=sys.stderr)
     generate_kwargs = {key: getattr(args, key) for key in DECODING_OPTIONS if getattr(args, key) is not None}
-    pipe = captioning_pipeline(args.model, device=args.device) if todo else None
+    pipe = None
+    if todo and args.backend == "onnx":
+        from ..export.onnx import OnnxCaptioner
+
+        if args.device not in (None, "cpu"):
+            raise ArgumentError("--backend onnx runs on the CPU (onnxruntime's CPU provider); leave --device out")
+        pipe = OnnxCaptioner(args.model)
+    elif todo:
+        pipe = captioning_pipeline(args.model, device=args.device)
     unreadable = []
     with open_output(args.output) as output, tqdm(total=len(todo), unit="img", disable=None) as progress:
         batches = caption_images(pipe, todo, args.batch_size, args.num_workers, **generate_kwargs) if todo else []

@@ -296,3 +296,16 @@ def isolated_pipeline(tmp_path):
         return json.loads(result.stdout.split("RESULT ", 1)[1])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def trained_captioner(tmp_path_factory, train_argv) -> str:
+    """The tiny models trained (300 steps, ~10 s) until their captions follow the pictures and read as sentences:
+    for checks that mean something only where the model is sure of its words (int8 agreement, the demo page)."""
+    import run_captioning
+
+    output = tmp_path_factory.mktemp("trained") / "captioner"
+    argv = [*train_argv(output), "--num_train_epochs", "30", "--captions_per_image", "5", "--per_device_train_batch_size",
+            "4", "--learning_rate", "2e-3", "--save_strategy", "no", "--seed", "0", "--max_target_length", "16"]  # fmt: skip
+    run_captioning.main(argv)
+    return str(output)

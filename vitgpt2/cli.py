@@ -15,6 +15,7 @@ COMMANDS = {
     "make-synthetic": "make_synthetic",
     "make-tiny-models": "make_tiny_models",
     "export-onnx": "export_onnx",
+    "demo": "demo",
 }
 
 

@@ -18,19 +18,6 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")  # real photos a
 
 
 @pytest.fixture(scope="module")
-def trained_captioner(tmp_path_factory, train_argv) -> str:
-    """The tiny models trained (300 steps, ~10 s) until their captions follow the pictures: int8's agreement means
-    something only where the model is sure of its words, as a trained captioner is."""
-    import run_captioning
-
-    output = tmp_path_factory.mktemp("trained") / "captioner"
-    argv = [*train_argv(output), "--num_train_epochs", "30", "--captions_per_image", "5", "--per_device_train_batch_size",
-            "4", "--learning_rate", "2e-3", "--save_strategy", "no", "--seed", "0", "--max_target_length", "16"]  # fmt: skip
-    run_captioning.main(argv)
-    return str(output)
-
-
-@pytest.fixture(scope="module")
 def onnx_folders(trained_captioner, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     return {precision: export_onnx(trained_captioner, str(root / precision), int8=precision == "int8") and str(root / precision)

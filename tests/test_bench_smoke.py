@@ -91,3 +91,8 @@ def test_bench_onnx(bench):
     results = bench("bench_onnx").main(["--tiny", "--images", "4", "--batch_size", "2", "--repeats", "1"])
     assert results["fp32_equal"] and set(results["ratios"]) == {"ONNX fp32", "ONNX int8"}
     assert results["sizes"]["int8"] < results["sizes"]["fp32"]
+
+
+def test_bench_caption(bench):
+    results = bench("bench_caption").main(["--tiny", "--images", "4", "--batch_size", "2", "--num_workers", "1"])
+    assert results["same_captions"] and set(results["ratios"]) == {"pipe(paths, batch_size=2)", "vitgpt2 caption"}

@@ -3,6 +3,7 @@ every validation image exactly once with the same metrics as a 1-process evaluat
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -93,11 +94,12 @@ def test_two_process_lora_on_cached_frozen_features(synthetic_coco, tiny_models,
     cache, and LoRA adapters on the decoder, under DDP without find_unused_parameters."""
     encoder, decoder = tiny_models
     output = tmp_path / "lora"
+    data = shutil.copytree(synthetic_coco, tmp_path / "data")  # a pixel cache, and features, of its own
     printed = _launch(
         2,
         [
             "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder,
-            "--coco_dir", synthetic_coco, "--output_dir", str(output), "--do_train", "--max_steps", "6",
+            "--coco_dir", str(data), "--output_dir", str(output), "--do_train", "--max_steps", "6",
             "--per_device_train_batch_size", "4", "--captions_per_image", "5", "--learning_rate", "1e-3",
             "--save_strategy", "no", "--freeze_encoder", "--lora_r", "4", "--ddp_find_unused_parameters", "false",
             "--log_level", "info", "--log_level_replica", "info",

@@ -56,13 +56,27 @@ def vision_config(name: str, config: PretrainedConfig) -> PretrainedConfig:
     return config
 
 
-def load_vision_encoder(name: str, attn_implementation: str | None = "sdpa", **hub_kwargs) -> torch.nn.Module:
-    """The vision model in `name` (a Hub id or folder), as the encoder of a VisionEncoderDecoderModel."""
+def encoder_attention(config: PretrainedConfig, attn_implementation: str | None) -> str | None:
+    """The attention kernel the encoder of `config` runs: the one asked for, or the eager one where SDPA is asked
+    for and the family has none (Swinv2)."""
+    model_class = MODEL_MAPPING.get(type(config), None)
+    if attn_implementation == "sdpa" and model_class is not None and not model_class._supports_sdpa:
+        logger.info("%s has no SDPA attention; its encoder runs with the eager one", model_class.__name__)
+        return "eager"
+    return attn_implementation
+
+
+def load_vision_encoder(
+    name: str,
+    attn_implementation: str | None = "sdpa",
+    image_size: tuple[int, int] | None = None,
+    **hub_kwargs,
+) -> torch.nn.Module:
+    """The vision model in `name` (a Hub id or folder), as the encoder of a VisionEncoderDecoderModel, its unused
+    weights frozen (`freeze_unused_parameters`, with images of `image_size`)."""
     config = vision_config(name, AutoConfig.from_pretrained(name, **hub_kwargs))
     model_class = MODEL_MAPPING[type(config)]
-    if attn_implementation == "sdpa" and not model_class._supports_sdpa:
-        logger.info("%s has no SDPA attention; its encoder runs with the eager one", model_class.__name__)
-        attn_implementation = "eager"
+    attn_implementation = encoder_attention(config, attn_implementation)
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
     # The vision tower's weights sit under the same prefix (`vision_model.`) in the composite checkpoint.
     encoder, loading = model_class.from_pretrained(
@@ -77,7 +91,7 @@ def load_vision_encoder(name: str, attn_implementation: str | None = "sdpa", **h
         )
     if config.model_type == "siglip2_vision_model":
         encoder = siglip2_as_siglip(encoder)
-    check_encoder_output(name, encoder)
+    freeze_unused_parameters(encoder, image_size, name)
     return encoder
 
 
@@ -142,15 +156,9 @@ def probe_image(encoder, size: tuple[int, int] | None = None) -> torch.Tensor:
     return torch.zeros(1, getattr(config, "num_channels", 3), *size, dtype=parameter.dtype, device=parameter.device)
 
 
-def check_encoder_output(name: str, encoder, size: tuple[int, int] | None = None) -> None:
+def check_output(name: str, encoder, states) -> None:
     """The decoder cross-attends to `last_hidden_state`: it must be (images, tokens, hidden_size)."""
-    try:
-        with torch.no_grad():
-            output = encoder(pixel_values=probe_image(encoder, size))
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise UnsupportedEncoder(name, f"{type(encoder).__name__} fails on a batch of images ({error})") from error
     hidden = getattr(encoder.config, "hidden_size", None)
-    states = getattr(output, "last_hidden_state", None)
     if states is None or states.dim() != 3 or states.shape[-1] != hidden:
         shape = None if states is None else tuple(states.shape)
         raise UnsupportedEncoder(
@@ -159,24 +167,30 @@ def check_encoder_output(name: str, encoder, size: tuple[int, int] | None = None
         )
 
 
-def freeze_unused_parameters(encoder, size: tuple[int, int] | None = None) -> list[str]:
+def freeze_unused_parameters(encoder, size: tuple[int, int] | None = None, name: str = "the encoder") -> list[str]:
     """Freezes the encoder's weights that `last_hidden_state` does not depend on; returns their names.
 
-    Found by one backward pass in eval mode (stochastic depth off, so no block is skipped). They are kept, so saved
-    checkpoints reload without "newly initialized" weights, but frozen: DDP then has no parameter without a
-    gradient and can run with `--ddp_find_unused_parameters false`.
+    Found by one pass forward and backward in eval mode (stochastic depth off, so no block is skipped), which also
+    checks that the states are what the decoder can read (`UnsupportedEncoder`, naming `name`, if not). They are
+    kept, so saved checkpoints reload without "newly initialized" weights, but frozen: DDP then has no parameter
+    without a gradient and can run with `--ddp_find_unused_parameters false`.
     """
     training = encoder.training
-    trainable = {name: p.requires_grad for name, p in encoder.named_parameters()}
+    trainable = {key: p.requires_grad for key, p in encoder.named_parameters()}
     unused = []
     encoder.eval().requires_grad_(True)
     try:
         encoder.zero_grad(set_to_none=True)
-        encoder(pixel_values=probe_image(encoder, size)).last_hidden_state.float().sum().backward()
-        unused = [name for name, p in encoder.named_parameters() if p.grad is None]
+        try:
+            states = getattr(encoder(pixel_values=probe_image(encoder, size)), "last_hidden_state", None)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise UnsupportedEncoder(name, f"{type(encoder).__name__} fails on a batch of images ({error})") from error
+        check_output(name, encoder, states)
+        states.float().sum().backward()
+        unused = [key for key, p in encoder.named_parameters() if p.grad is None]
     finally:
         encoder.zero_grad(set_to_none=True)
         encoder.train(training)
-        for name, parameter in encoder.named_parameters():
-            parameter.requires_grad_(trainable[name] and name not in unused)
+        for key, parameter in encoder.named_parameters():
+            parameter.requires_grad_(trainable[key] and key not in unused)
     return unused

@@ -58,11 +58,20 @@ def target_modules(model, parts: str, names: list[str] | None = None) -> list[st
     return found
 
 
+def inject(config, model) -> None:
+    """`peft.inject_adapter_in_model`, in place."""
+    from peft import inject_adapter_in_model
+
+    with warnings.catch_warnings():  # GPT-2's Conv1D stores its weight transposed; peft notices and says so
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
+        inject_adapter_in_model(config, model)
+
+
 def add_lora(model, r: int, alpha: float | None, dropout: float, parts: str, names: list[str] | None = None):
     """Injects LoRA adapters of rank `r` and returns their `LoraConfig`. Frozen afterwards: the adapted parts'
     pretrained weights. Trained: the adapters, the new weights, and the other part as its own settings say."""
     try:
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig
     except ImportError as error:
         raise ArgumentError("--lora_r needs peft: pip install 'vitgpt2[lora]'") from error
     if parts not in LORA_PARTS:
@@ -73,9 +82,7 @@ def add_lora(model, r: int, alpha: float | None, dropout: float, parts: str, nam
     config = LoraConfig(
         r=r, lora_alpha=alpha if alpha is not None else 2 * r, lora_dropout=dropout, target_modules=targets
     )
-    with warnings.catch_warnings():  # GPT-2's Conv1D stores its weight transposed; peft notices and says so
-        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
-        inject_adapter_in_model(config, model)
+    inject(config, model)
     for name, parameter in model.named_parameters():
         if "lora_" in name:
             continue
@@ -93,14 +100,11 @@ def class_with_adapters(model) -> type:
     config = getattr(model, "peft_config", {}).get("default")
     if config is None:
         return type(model)
-    from peft import inject_adapter_in_model
 
     class WithAdapters(type(model)):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
-                inject_adapter_in_model(config, self)
+            inject(config, self)
 
     return WithAdapters
 

@@ -2,9 +2,8 @@
 
 import torch
 from transformers import AutoConfig, GenerationConfig, VisionEncoderDecoderModel
-from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-from .encoders import freeze_unused_parameters, load_vision_encoder
+from .encoders import encoder_attention, freeze_unused_parameters, load_vision_encoder
 from .errors import ArgumentError, UserError
 from .remote_code.text import ensure_pad_token
 
@@ -62,11 +61,12 @@ def load_captioner(
         model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(
             None,
             decoder,
-            encoder_model=load_vision_encoder(encoder, attn_implementation, **common),
+            encoder_model=load_vision_encoder(encoder, attn_implementation, image_size, **common),
             decoder_config=decoder_config,
             **decoder_kwargs,
         )
-    freeze_unused_parameters(model.encoder, image_size)
+        return model
+    freeze_unused_parameters(model.encoder, image_size, checkpoint)
     return model
 
 
@@ -74,11 +74,10 @@ def _supported(attn_implementation: str | None, checkpoint: str, common: dict) -
     """The attention kernel per sub-model: an encoder family without SDPA (Swinv2) gets the eager one."""
     if attn_implementation != "sdpa":
         return attn_implementation
-    encoder_config = AutoConfig.from_pretrained(checkpoint, **common).encoder
-    encoder_class = MODEL_MAPPING.get(type(encoder_config), None)
-    if encoder_class is None or encoder_class._supports_sdpa:
-        return attn_implementation
-    return {"": "sdpa", "encoder": "eager", "decoder": "sdpa"}
+    encoder = encoder_attention(AutoConfig.from_pretrained(checkpoint, **common).encoder, attn_implementation)
+    return (
+        attn_implementation if encoder == attn_implementation else {"": "sdpa", "encoder": encoder, "decoder": "sdpa"}
+    )
 
 
 def configure_special_tokens(model, tokenizer, max_length: int | None = None, num_beams: int | None = None) -> None:

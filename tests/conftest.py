@@ -264,6 +264,11 @@ except ImportError:
     pass
 else:
     raise SystemExit("vitgpt2 should not be importable here")
+# Packages the caller also wants absent (`blocked=`): None in sys.modules reads as "not installed" to an import
+# and to importlib.util.find_spec alike, so transformers takes them for missing.
+for name in filter(None, sys.argv[1].split(",")):
+    sys.modules[name] = None
+sys.argv = sys.argv[1:]
 
 from transformers import pipeline
 
@@ -280,17 +285,26 @@ print("RESULT " + json.dumps(results))
 
 @pytest.fixture
 def isolated_pipeline(tmp_path):
-    """`isolated_pipeline(folders, images)`: {folder: {"single", "batch", "beams"}} captions by
-    `pipeline("image-to-text", trust_remote_code=True)` in one process where vitgpt2 cannot be imported."""
+    """`isolated_pipeline(folders, images, blocked=())`: {folder: {"single", "batch", "beams"}} captions by
+    `pipeline("image-to-text", trust_remote_code=True)` in one process where vitgpt2 cannot be imported, nor the
+    packages named in `blocked`."""
     import json
     import subprocess
     import sys
 
-    def run(folders, images) -> dict:
+    def run(folders, images, blocked=()) -> dict:
         folders = [str(folder) for folder in folders]
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-        command = [sys.executable, "-I", "-c", ISOLATED_PIPELINE_SCRIPT, json.dumps(folders), *images]
+        command = [
+            sys.executable,
+            "-I",
+            "-c",
+            ISOLATED_PIPELINE_SCRIPT,
+            ",".join(blocked),
+            json.dumps(folders),
+            *images,
+        ]
         result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads(result.stdout.split("RESULT ", 1)[1])

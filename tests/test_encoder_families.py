@@ -133,3 +133,23 @@ def test_a_family_that_cannot_be_an_encoder_names_the_supported_ones(tmp_path, d
     ):
         load_vision_encoder(str(tmp_path / "r"))
     assert len(TESTED_FAMILIES) >= 9
+
+
+@pytest.mark.parametrize(
+    "family, trained",
+    [
+        # the last block and the norm after the blocks; CLIP's pre-norm comes before them, its post-norm is unused
+        ("clip", ("encoder.layers.1.",)),
+        ("siglip", ("encoder.layers.1.", "post_layernorm.")),  # its pooling head is unused
+        ("swin", ("encoder.layers.1.", "layernorm.")),  # Swin's last stage
+        ("vit", ("layers.1.", "layernorm.")),
+    ],
+)
+def test_training_the_last_encoder_layers_picks_them_in_every_family(family, trained, tmp_path, decoder):
+    from vitgpt2.model import set_encoder_trainable
+
+    model = load_captioner(write_tiny_family_encoder(str(tmp_path / family), family), decoder)
+    set_encoder_trainable(model, train_layers=1)
+    names = {name.removeprefix("vision_model.") for name, p in model.encoder.named_parameters() if p.requires_grad}
+    assert names and all(name.startswith(trained) for name in names), sorted(names)
+    assert {prefix for prefix in trained for name in names if name.startswith(prefix)} == set(trained)

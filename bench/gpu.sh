@@ -1,16 +1,37 @@
 #!/usr/bin/env bash
-# One short GPU check (2.5 min on one H200, 2026-11-27): training pairs/s and MFU of ViT-B/16 + distilgpt2 with bf16
-# autocast, SDPA and torch.compile, per pair vs encode-once; then the DataLoader's images/s from the uint8 cache.
+# The GPU checks, each under its own hard stop so that a stuck compile cannot eat the machine's time:
+#   training  training pairs/s and MFU of ViT-B/16 + distilgpt2 with bf16 autocast, SDPA and torch.compile, per pair
+#             vs encode-once, then the DataLoader's images/s from the uint8 cache (bench/gpu_bench.py, ~2.5 min);
+#   frozen    frozen-encoder training from cached features vs encode-once fine-tuning, pairs/s and MFU
+#             (bench/bench_frozen.py);
+#   scst      one SCST step's samples/s, eager vs compiled sampling and update (bench/bench_scst_step.py);
+#   generate  greedy captions/s, default generate vs a static KV cache, compiled or not (bench/bench_generate.py).
 #
-#   bash bench/gpu.sh                                   # uses `python`; PYTHON=/path/to/python to pick another
+#   bash bench/gpu.sh                                   # all checks, with `python`; PYTHON=/path/to/python picks another
+#   GPU_CHECKS="frozen scst" bash bench/gpu.sh          # some of them
 #   bash bench/gpu.sh --no-compile --peak_tflops 756    # extra options go to bench/gpu_bench.py (H100 PCIe peak)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # vitgpt2 from this checkout, installed or not
 PYTHON="${PYTHON:-python}"
+CHECKS="${GPU_CHECKS:-training frozen scst generate}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PYTHON" -c "import torch; assert torch.cuda.is_available(), f'torch {torch.__version__} sees no CUDA device'"
-# A hard stop well inside five minutes, so a stuck compile cannot eat the machine's time.
-timeout --signal=INT --kill-after=10 280 "$PYTHON" bench/gpu_bench.py --device cuda "$@"
+"$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available(), f'torch {torch.__version__} sees no CUDA device'; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+
+check() {  # check SECONDS SCRIPT ARGS...: runs one check; a failed or stopped one is reported and the next goes on
+  local limit=$1; shift
+  echo "=== $* (stopped after ${limit} s)"
+  timeout --signal=INT --kill-after=10 "$limit" "$PYTHON" "$@" || echo "=== FAILED ($?): $*"
+}
+cuda=(--device cuda --threads 0 --dtype bf16 --compile)
+for name in $CHECKS; do
+  case $name in
+    training) check 280 bench/gpu_bench.py --device cuda "$@" ;;
+    frozen) check 180 bench/bench_frozen.py "${cuda[@]}" --pairs 320 --steps 10 --warmup 3 ;;
+    scst) check 150 bench/bench_scst_step.py "${cuda[@]}" --images 64 --steps 5 --warmup 3 ;;
+    generate) check 120 bench/bench_generate.py "${cuda[@]}" --batch_size 64 --repeats 5 --warmup 3 ;;
+    *) echo "unknown check $name (training, frozen, scst, generate)"; exit 2 ;;
+  esac
+done

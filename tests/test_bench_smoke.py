@@ -96,3 +96,18 @@ def test_bench_onnx(bench):
 def test_bench_caption(bench):
     results = bench("bench_caption").main(["--tiny", "--images", "4", "--batch_size", "2", "--num_workers", "1"])
     assert results["same_captions"] and set(results["ratios"]) == {"pipe(paths, batch_size=2)", "vitgpt2 caption"}
+
+
+def test_bench_scst_step(bench):
+    results = bench("bench_scst_step").main(
+        ["--tiny", "--images", "2", "--samples", "3", "--steps", "1", "--warmup", "0"]
+    )
+    eager = results["eager"]
+    assert eager["samples_per_s"] > 0 and min(eager["sampling"], eager["reward"], eager["update"]) > 0
+
+
+def test_bench_generate_compiles_a_static_cache_to_the_same_captions(bench):
+    argv = ["--tiny", "--batch_size", "3", "--new_tokens", "6", "--repeats", "1", "--warmup", "2", "--compile"]
+    results = bench("bench_generate").main(argv)
+    assert set(results) == {"default generate", "static cache", "static cache + compile"}
+    assert all(result["same"] == 1.0 and result["captions/s"] > 0 for result in results.values())

@@ -39,10 +39,14 @@ def bleu_scores(hyp_counts, hyp_lengths, refs_counts, refs_lengths) -> tuple[lis
     total_correct, total_guess = [0] * MAX_NGRAM, [0] * MAX_NGRAM
     total_test = total_ref = 0
     per_image = []
+    clips = {}  # by identity, as in `cider_scores`: a reference list shared by several hypotheses is merged once
     for counts, testlen, ref_counts, ref_lengths in zip(hyp_counts, hyp_lengths, refs_counts, refs_lengths):
-        max_ref = Counter()
-        for ref in ref_counts:
-            max_ref |= ref  # element-wise max: BLEU clips each n-gram at its highest count in any one reference
+        if id(ref_counts) not in clips:
+            # element-wise max: BLEU clips each n-gram at its highest count in any one reference
+            clips[id(ref_counts)] = Counter() if not ref_counts else ref_counts[0].copy()
+            for ref in ref_counts[1:]:
+                clips[id(ref_counts)] |= ref
+        max_ref = clips[id(ref_counts)]
         correct = [0] * MAX_NGRAM
         for ngram, count in counts.items():
             correct[len(ngram) - 1] += min(count, max_ref[ngram])
@@ -107,10 +111,15 @@ def cider_scores(hyp_counts, refs_counts, tfidf: TfIdf | None = None) -> list[fl
     """Per-image CIDEr-D on pycocoevalcap's scale (x10); the corpus score is their mean. The document frequencies
     are those of `refs_counts` unless `tfidf` gives others."""
     tfidf = tfidf if tfidf is not None else TfIdf.from_references(refs_counts)
+    # A reference list given for several hypotheses (the samples of one image in self-critical training) is
+    # weighted once; keyed by identity, since the lists live as long as this call.
+    ref_vectors = {}
     scores = []
     for counts, ref_counts in zip(hyp_counts, refs_counts):
         hyp = tfidf.vector(counts)
-        similarities = [_cider_similarity(hyp, tfidf.vector(ref)) for ref in ref_counts]
+        if id(ref_counts) not in ref_vectors:
+            ref_vectors[id(ref_counts)] = [tfidf.vector(ref) for ref in ref_counts]
+        similarities = [_cider_similarity(hyp, ref) for ref in ref_vectors[id(ref_counts)]]
         scores.append(10.0 * sum(similarities) / len(similarities))
     return scores
 

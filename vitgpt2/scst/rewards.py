@@ -71,7 +71,10 @@ class CaptionReward:
         hyp_counts = [ngram_counts(words) for words in hyp_words]
         refs_words = [self.references[int(index)] for index in image_indices]
         # Each image's references are counted once, however many of its samples are scored.
-        counted = {index: [ngram_counts(ref) for ref in self.references[index]] for index in dict.fromkeys(map(int, image_indices))}
+        counted = {
+            index: [ngram_counts(ref) for ref in self.references[index]]
+            for index in dict.fromkeys(map(int, image_indices))
+        }
         refs_counts = [counted[int(index)] for index in image_indices]
         columns = []
         for name in self.weights:

@@ -37,7 +37,9 @@ from vitgpt2.checkpoints import last_complete_checkpoint
 from vitgpt2.data.collator import CaptioningCollator
 from vitgpt2.data.encoder_features import encoder_features
 from vitgpt2.data.preprocessing import preprocess
+from vitgpt2.data.shared_cache import CacheWriters
 from vitgpt2.data.sources import load_split
+from vitgpt2.data.streaming import training_stream
 from vitgpt2.data.views import CaptionGroups, ImagesWithReferences
 from vitgpt2.disk_space import warn_if_short
 from vitgpt2.encoders import load_image_processor
@@ -99,8 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     set_seed(training_args.seed)
 
-    # Datasets: one row per image, all of its captions.
-    wanted = {"train": training_args.do_train, "eval": training_args.do_eval, "predict": training_args.do_predict}
+    streamed = training_args.do_train and data_args.streams_training
+    if streamed:
+        check_streamed_training(data_args, model_args, scst_args, training_args)
+
+    # Datasets: one row per image, all of its captions (a streamed training split is read as it trains).
+    wanted = {
+        "train": training_args.do_train and not streamed,
+        "eval": training_args.do_eval,
+        "predict": training_args.do_predict,
+    }
     split_names = {
         "train": data_args.train_split_name,
         "eval": data_args.eval_split_name,
@@ -113,7 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
         "predict": data_args.max_predict_samples,
     }
     raw, source_left_out = {}, {}
-    with training_args.main_process_first(desc="loading datasets"):
+    # Who writes the datasets cache: each machine for its own disk, the main process alone for a shared folder.
+    cache_writers = CacheWriters.detect(training_args, model_args.cache_dir)
+    with cache_writers.first("loading datasets"):
         for role, name in split_names.items():
             if wanted[role]:
                 raw[role], source_left_out[role] = load_split(
@@ -160,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Preprocessing: decode + resize each image once to uint8, tokenize captions (+EOS); cached by fingerprint.
     processed = {}
-    with training_args.main_process_first(desc="preprocessing"):
+    with cache_writers.first("preprocessing"):
         for role, dataset in raw.items():
             processed[role] = preprocess(
                 dataset,
@@ -186,12 +198,20 @@ def main(argv: list[str] | None = None) -> dict:
         if counts[f"{role}_captions_left_out"]:
             logger.warning("%s: left out %d null or empty captions", role, counts[f"{role}_captions_left_out"])
     train_dataset = None
-    if "train" in processed and scst_args.scst:  # SCST samples its own captions: one item per image, its references
+    if streamed:
+        train_dataset = training_stream(
+            data_args,
+            image_processor,
+            tokenizer,
+            training_args.data_seed or training_args.seed,
+            **model_args.hub_kwargs(),
+        )
+    elif "train" in processed and scst_args.scst:  # SCST samples its own captions: one item per image, its references
         train_dataset = ImagesWithReferences(processed["train"])
     elif "train" in processed:
         features = None
         if model_args.cache_encoder_features and training_args.do_train:  # the frozen encoder runs once per image
-            with training_args.main_process_first(desc="encoder features"):
+            with cache_writers.first("encoder features"):
                 features = encoder_features(
                     model.encoder.to(training_args.device),
                     image_processor,
@@ -259,13 +279,15 @@ def main(argv: list[str] | None = None) -> dict:
                 save_adapter(model, lora_config, os.path.join(training_args.output_dir, "adapter"))
             logger.info("LoRA: merged %d adapters into their weights", merge_lora(model))
         trainer.save_model()
-        metrics = {
-            **train_result.metrics,
-            "train_samples": len(processed["train"]),
-            "train_pairs": train_dataset.num_captions,
-            **parameters,
-            **left_out["train"],
-        }
+        metrics = {**train_result.metrics, **parameters}
+        if not streamed:  # a stream's size is not known ahead
+            metrics.update(
+                {
+                    "train_samples": len(processed["train"]),
+                    "train_pairs": train_dataset.num_captions,
+                    **left_out["train"],
+                }
+            )
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
@@ -308,6 +330,26 @@ def main(argv: list[str] | None = None) -> dict:
         )
     end_process_group()
     return results
+
+
+def check_streamed_training(data_args, model_args, scst_args, training_args) -> None:
+    """What a streamed training split cannot do, said before anything loads."""
+    if training_args.max_steps <= 0:
+        raise ArgumentError(
+            "streamed training data has no length to count epochs in: give --max_steps (e.g. images to see / "
+            "(--per_device_train_batch_size x processes x --gradient_accumulation_steps))"
+        )
+    if scst_args.scst:
+        raise ArgumentError("--scst scores samples against all training references: it needs a cached training split")
+    others = data_args.coco_dir or data_args.dataset_name or data_args.image_folder
+    if data_args.webdataset is not None and not others and (training_args.do_eval or training_args.do_predict):
+        raise ArgumentError(
+            "evaluation reads a cached split: with --webdataset, give its source with --coco_dir, --dataset_name "
+            "or --image_folder (and --eval_split_name), or leave out --do_eval/--do_predict"
+        )
+    if model_args.cache_encoder_features:
+        logger.warning("--cache_encoder_features: streamed images are not cached; the frozen encoder runs in the loop")
+        model_args.cache_encoder_features = False
 
 
 def end_process_group() -> None:

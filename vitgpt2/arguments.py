@@ -157,6 +157,25 @@ class DataArguments:
         metadata={"help": "Karpathy's dataset_coco.json; restval joins train, test is the predict split."},
     )
     dataset_name: str | None = field(default=None, metadata={"help": "A Hub dataset (or 'imagefolder')."})
+    webdataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train from WebDataset tar shards in the img2dataset layout (KEY.jpg with KEY.txt or KEY.json), "
+            "streamed: a path, folder, glob or brace pattern (data/train-{000000..000099}.tar), or URLs. Needs "
+            "--max_steps. Evaluation reads its split from --coco_dir, --dataset_name or --image_folder, if given."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training split of --dataset_name or --image_folder instead of caching it (datasets "
+            "too big for the disk). Needs --max_steps; evaluation stays cached."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000,
+        metadata={"help": "Streamed training items each DataLoader worker shuffles among (0: stream order)."},
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
     image_folder: str | None = field(
         default=None, metadata={"help": "A local imagefolder with metadata.jsonl or metadata.csv naming each file."}
@@ -207,6 +226,10 @@ class DataArguments:
         },
     )
 
+    @property
+    def streams_training(self) -> bool:
+        return self.webdataset is not None or self.streaming
+
     def __post_init__(self):
         sources = {
             "--coco_dir": self.coco_dir,
@@ -214,8 +237,14 @@ class DataArguments:
             "--image_folder": self.image_folder,
         }
         given = [name for name, value in sources.items() if value is not None]
-        if len(given) != 1:
+        if len(given) > 1 or (not given and self.webdataset is None):
             raise ValueError(f"give exactly one data source of {list(sources)}; got {given or 'none'}")
+        if self.streaming and self.dataset_name is None and self.image_folder is None:
+            raise ValueError("--streaming streams --dataset_name or --image_folder; for tar shards use --webdataset")
+        if self.streaming and self.webdataset is not None:
+            raise ValueError("give --webdataset or --streaming, not both: each names the training data")
+        if self.shuffle_buffer_size < 0:
+            raise ValueError(f"--shuffle_buffer_size must be 0 or more, not {self.shuffle_buffer_size}")
         if self.karpathy_split_file is not None and self.coco_dir is None:
             raise ValueError("--karpathy_split_file needs --coco_dir, the folder holding the COCO 2014 images")
         check_captions_per_image(self.captions_per_image)

@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": "evaluate",
     "score": "score",
     "make-synthetic": "make_synthetic",
+    "make-shards": "make_shards",
     "make-tiny-models": "make_tiny_models",
     "export-onnx": "export_onnx",
     "demo": "demo",

@@ -10,15 +10,20 @@ import numpy as np
 import torch
 from accelerate.utils import gather_object
 from transformers import Seq2SeqTrainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DEFAULT_LOGGING_STEPS
 from .checkpoints import load_model_weights
+from .data.errors import DataSourceError
+from .data.streaming import StreamingCaptions, StreamState
 from .data.views import ImagesWithReferences
 from .disk_space import disk_full, is_disk_full
 from .loss import IGNORE_INDEX, caption_loss, per_image_loss
 from .remote_code.text import decode_captions
 
 logger = logging.getLogger(__name__)
+
+STREAM_STATE = "stream_state-{}.json"  # per process, in each checkpoint of a streamed run
 
 
 @dataclass
@@ -114,6 +119,67 @@ class CaptioningTrainer(Seq2SeqTrainer):
         self._image_losses: list[tuple[int, float]] = []  # (image index, loss) of the evaluation under way
         self.metrics_hook = CaptionMetricsHook(self.processing_class, scorer) if scorer is not None else None
         self.compute_metrics = self.metrics_hook
+        self.stream_state, self._resumed_stream_from = None, None
+        if isinstance(self.train_dataset, StreamingCaptions):
+            # The stream resumes itself (data.streaming); the Trainer's skipping would read every skipped batch.
+            self.args.ignore_data_skip = True
+            self.train_dataset.set_topology(self.args.process_index, self.args.world_size)
+            self.stream_state = StreamState(self.args.world_size, self.args.dataloader_num_workers)
+
+    def get_train_dataloader(self):
+        if self.stream_state is None:
+            return super().get_train_dataloader()
+        # Not through accelerate's `prepare`, which would have every process read the whole stream and keep its
+        # slice of each batch: the stream splits itself between processes and workers.
+        workers = self.args.dataloader_num_workers
+        return torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if workers > 0 else None,
+            multiprocessing_context=self.args.dataloader_multiprocessing_context if workers > 0 else None,
+        )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.stream_state is not None:
+            batches = [self.stream_state.used(batch) for batch in batches]
+        if self._resumed_stream_from is not None:
+            # Starting the DataLoader drew a seed from the RNG the checkpoint restored: restore it again, so that
+            # dropout continues as in the uninterrupted run (the Trainer does the same after skipping batches).
+            self._load_rng_state(self._resumed_stream_from)
+            self._resumed_stream_from = None
+        return batches, num_items_in_batch
+
+    def _save_rng_state(self, output_dir):
+        # Written before trainer_state.json, which marks the checkpoint complete (vitgpt2.checkpoints).
+        if self.stream_state is not None:
+            path = os.path.join(output_dir, STREAM_STATE.format(self.args.process_index))
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump(self.stream_state.state_dict(), f)
+            os.replace(path + ".tmp", path)
+        super()._save_rng_state(output_dir)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self.stream_state is not None and resume_from_checkpoint:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            path = os.path.join(resume_from_checkpoint, STREAM_STATE.format(self.args.process_index))
+            try:
+                with open(path, encoding="utf-8") as f:
+                    state = json.load(f)
+            except FileNotFoundError:
+                raise DataSourceError(
+                    f"{resume_from_checkpoint} holds no stream position for process {self.args.process_index} "
+                    f"({os.path.basename(path)}): it was not saved by a streamed run with this many processes"
+                ) from None
+            self.train_dataset.resume(state, self.args.dataloader_num_workers)
+            self.stream_state.load(state)
+            self._resumed_stream_from = resume_from_checkpoint
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the encoder's weights in groups of their own at `encoder_learning_rate`."""

@@ -9,6 +9,8 @@ from ..loss import IGNORE_INDEX
 from ..remote_code.images import PixelNormalizer
 from .encoder_features import as_states
 
+STREAM_POSITION = "stream_position"  # set by `data.streaming` on the items it yields
+
 
 def pad_labels(
     groups: list[list[list[int]]], pad_to: int | None = None, multiple_of: int | None = None
@@ -54,4 +56,6 @@ class CaptioningCollator:
         }
         if "image_index" in examples[0]:
             batch["image_index"] = torch.tensor([example["image_index"] for example in examples], dtype=torch.long)
+        if STREAM_POSITION in examples[0]:  # a streamed batch: where its worker's stream stands after it
+            batch[STREAM_POSITION] = torch.tensor(examples[-1][STREAM_POSITION], dtype=torch.long)
         return batch

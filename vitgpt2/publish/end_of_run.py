@@ -87,6 +87,8 @@ def publish(
 
 def _folder_description(data_args) -> str | None:
     """The data of a local run, as its files name it: a COCO folder by its captions file's own `info` block."""
+    if data_args.webdataset:
+        return f"WebDataset shards {data_args.webdataset}"
     if data_args.karpathy_split_file:
         return f"the Karpathy split ({os.path.basename(data_args.karpathy_split_file)}) of COCO 2014"
     if data_args.coco_dir:

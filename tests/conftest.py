@@ -1,5 +1,6 @@
 """Shared fixtures: a small synthetic COCO-layout set and tiny local models, built once per session."""
 
+import json
 import os
 
 import pytest
@@ -323,3 +324,49 @@ def trained_captioner(tmp_path_factory, train_argv) -> str:
             "4", "--learning_rate", "2e-3", "--save_strategy", "no", "--seed", "0", "--max_target_length", "16"]  # fmt: skip
     run_captioning.main(argv)
     return str(output)
+
+
+def write_img2dataset_shard(path, samples, caption_in: str = "both") -> str:
+    """A tar shard as img2dataset writes one: per (key, JPEG bytes, captions) sample, KEY.jpg, KEY.txt (the captions,
+    one per line) and KEY.json (its caption or captions, with img2dataset's url and status fields)."""
+    import io
+    import tarfile
+
+    def add(tar, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with tarfile.open(path, "w") as tar:
+        for key, image, captions in samples:
+            add(tar, f"{key}.jpg", image)
+            if caption_in in ("both", "txt"):
+                add(tar, f"{key}.txt", "\n".join(captions).encode())
+            if caption_in in ("both", "json"):
+                meta = {"key": key, "url": f"http://example.com/{key}.jpg", "status": "success", "width": 48}
+                meta.update({"caption": captions[0]} if len(captions) == 1 else {"captions": captions})
+                add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def img2dataset_shard():
+    """`img2dataset_shard(path, [(key, jpeg_bytes, captions), ...], caption_in="both"|"txt"|"json")`."""
+    return write_img2dataset_shard
+
+
+@pytest.fixture(scope="session")
+def coco_shards(tmp_path_factory, synthetic_coco) -> str:
+    """synthetic_coco's 40 training images as 4 img2dataset-style shards of 10 (JPEG files as they are, all five
+    captions in the json); returns their brace pattern."""
+    from vitgpt2.data.sources import load_coco
+
+    rows = load_coco(synthetic_coco, "train")
+    samples = [
+        (f"{i:09d}", open(image["path"], "rb").read(), captions)
+        for i, (image, captions) in enumerate(zip(rows["image"], rows["captions"]))
+    ]
+    folder = tmp_path_factory.mktemp("coco_shards")
+    for shard in range(4):
+        write_img2dataset_shard(folder / f"coco-{shard:04d}.tar", samples[shard::4], caption_in="json")
+    return str(folder / "coco-{0000..0003}.tar")

@@ -158,6 +158,7 @@ class CaptioningTrainer(Seq2SeqTrainer):
         # Written before trainer_state.json, which marks the checkpoint complete (vitgpt2.checkpoints).
         if self.stream_state is not None:
             path = os.path.join(output_dir, STREAM_STATE.format(self.args.process_index))
+            os.makedirs(output_dir, exist_ok=True)  # another process than the one that saves the weights may be first
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 json.dump(self.stream_state.state_dict(), f)
             os.replace(path + ".tmp", path)

@@ -43,22 +43,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_img2dataset_shard(path, samples: list[tuple[str, bytes, list[str]]], caption_in: str = "both") -> str:
-    """A shard as img2dataset writes it: KEY.jpg, KEY.txt (the caption) and KEY.json (caption, url, status...)."""
-    with tarfile.open(path, "w") as tar:
-        for key, image, captions in samples:
-            _add(tar, f"{key}.jpg", image)
-            if caption_in in ("both", "txt"):
-                _add(tar, f"{key}.txt", "\n".join(captions).encode())
-            if caption_in in ("both", "json"):
-                meta = {"key": key, "url": f"http://example.com/{key}.jpg", "status": "success", "width": 40}
-                meta.update({"caption": captions[0]} if len(captions) == 1 else {"captions": captions})
-                _add(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode())
-    return str(path)
-
-
 @pytest.fixture
-def shards(tmp_path):
+def shards(tmp_path, img2dataset_shard):
     """`shards(n_shards, per_shard)`: shards of distinct samples, 5 captions each, the first naming the sample."""
 
     def build(n_shards: int, per_shard: int, folder: str = "shards") -> tuple[str, list[str]]:
@@ -71,7 +57,7 @@ def shards(tmp_path):
                 key = f"{shard:05d}{i:04d}"
                 keys.append(key)
                 samples.append((key, _jpeg(len(keys)), [f"sample {key}", *CAPTIONS[:4]]))
-            write_img2dataset_shard(root / f"part-{shard:06d}.tar", samples)
+            img2dataset_shard(root / f"part-{shard:06d}.tar", samples)
         return str(root / f"part-{{000000..{n_shards - 1:06d}}}.tar"), keys
 
     return build
@@ -186,7 +172,7 @@ def test_each_sample_is_read_once_per_epoch_by_2_processes_x_2_workers(
 
 
 def test_streamed_batches_and_loss_equal_the_cached_path_in_the_same_order(
-    synthetic_coco, captioner, tokenizer_and_processor, tmp_path
+    synthetic_coco, captioner, tokenizer_and_processor, tmp_path, img2dataset_shard
 ):
     tokenizer, processor = tokenizer_and_processor
     rows = load_coco(synthetic_coco, "train")
@@ -194,7 +180,7 @@ def test_streamed_batches_and_loss_equal_the_cached_path_in_the_same_order(
         (f"{i:09d}", open(image["path"], "rb").read(), captions)
         for i, (image, captions) in enumerate(zip(rows["image"], rows["captions"]))
     ]
-    pattern = write_img2dataset_shard(tmp_path / "coco-0.tar", samples, caption_in="json")
+    pattern = img2dataset_shard(tmp_path / "coco-0.tar", samples, caption_in="json")
     cached = CaptionGroups(preprocess(rows, processor, tokenizer, max_target_length=24), captions_per_image=2)
     stream = _stream(pattern, tokenizer_and_processor, captions_per_image=2, shuffle=False)
     collator = CaptioningCollator(processor)
@@ -212,10 +198,10 @@ def test_streamed_batches_and_loss_equal_the_cached_path_in_the_same_order(
     assert next(streamed_items)[STREAM_POSITION][1] == 1  # the next epoch follows
 
 
-def test_an_unreadable_image_is_skipped_and_logged(tmp_path, tokenizer_and_processor, caplog):
+def test_an_unreadable_image_is_skipped_and_logged(tmp_path, tokenizer_and_processor, caplog, img2dataset_shard):
     samples = [("000000000", _jpeg(1), ["a fine photo"]), ("000000001", b"\xff\xd8 not a jpeg", ["broken"])]
     samples.append(("000000002", _jpeg(2), ["another photo"]))
-    pattern = write_img2dataset_shard(tmp_path / "bad.tar", samples, caption_in="txt")
+    pattern = img2dataset_shard(tmp_path / "bad.tar", samples, caption_in="txt")
     tokenizer, _ = tokenizer_and_processor
     items = iter(_stream(pattern, tokenizer_and_processor, shuffle=False))
     firsts = [tokenizer.decode(next(items)["caption_ids"][0][:-1]) for _ in range(2)]

@@ -5,7 +5,9 @@
 #   frozen    frozen-encoder training from cached features vs encode-once fine-tuning, pairs/s and MFU
 #             (bench/bench_frozen.py);
 #   scst      one SCST step's samples/s, eager vs compiled sampling and update (bench/bench_scst_step.py);
-#   generate  greedy captions/s, default generate vs a static KV cache, compiled or not (bench/bench_generate.py).
+#   generate  greedy captions/s, default generate vs a static KV cache, compiled or not (bench/bench_generate.py);
+#   loader    images/s of the streaming loader (WebDataset shards, decoded in 14 workers) against the uint8 cache,
+#             copied to the GPU: whether streaming keeps compiled encode-once training fed (bench/bench_loader.py).
 #
 #   bash bench/gpu.sh                                   # all checks, with `python`; PYTHON=/path/to/python picks another
 #   GPU_CHECKS="frozen scst" bash bench/gpu.sh          # some of them
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # vitgpt2 from this checkout, installed or not
 PYTHON="${PYTHON:-python}"
-CHECKS="${GPU_CHECKS:-training frozen scst generate}"
+CHECKS="${GPU_CHECKS:-training frozen scst generate loader}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PYTHON" -c "import torch, transformers; assert torch.cuda.is_available(), f'torch {torch.__version__} sees no CUDA device'; print('torch', torch.__version__, 'transformers', transformers.__version__)"
@@ -32,6 +34,7 @@ for name in $CHECKS; do
     frozen) check 180 bench/bench_frozen.py "${cuda[@]}" --pairs 320 --steps 10 --warmup 3 ;;
     scst) check 150 bench/bench_scst_step.py "${cuda[@]}" --images 64 --steps 5 --warmup 3 ;;
     generate) check 120 bench/bench_generate.py "${cuda[@]}" --batch_size 64 --repeats 5 --warmup 3 ;;
-    *) echo "unknown check $name (training, frozen, scst, generate)"; exit 2 ;;
+    loader) check 240 bench/bench_loader.py --device cuda --threads 0 --images 4096 --num_workers 14 --batch_size 64 ;;
+    *) echo "unknown check $name (training, frozen, scst, generate, loader)"; exit 2 ;;
   esac
 done

@@ -111,3 +111,9 @@ def test_bench_generate_compiles_a_static_cache_to_the_same_captions(bench):
     results = bench("bench_generate").main(argv)
     assert set(results) == {"default generate", "static cache", "static cache + compile"}
     assert all(result["same"] == 1.0 and result["captions/s"] > 0 for result in results.values())
+
+
+def test_bench_loader(bench):
+    results = bench("bench_loader").main(["--images", "24", "--width", "64", "--height", "48", "--batch_size", "4"])
+    assert set(results["images_per_s"]) == {"uint8 cache", "WebDataset shards, streamed"}
+    assert all(speed > 0 for speed in results["images_per_s"].values()) and all(results["bytes"].values())

@@ -146,6 +146,9 @@ def main(argv=None) -> dict:
     }
     common.report_ratio("pairs/s frozen in the loop / fine-tuning", baseline / seconds["frozen, encoder in the loop"])
     common.report_ratio("pairs/s cached / frozen in the loop", ratios["cached_vs_frozen_in_loop"])
+    # What caching can give at most: the ratio of the FLOPs the two steps do.
+    ratios["flops_bound"] = flops["fine-tuning, encode-once"] / flops["frozen, cached features"]
+    common.report_ratio("FLOPs fine-tuning, encode-once / cached (the bound on the next ratio)", ratios["flops_bound"])
     holds = common.report_ratio("pairs/s cached / fine-tuning, encode-once", ratios["cached_vs_fine_tuning"], TARGET)
     return {"ratios": ratios, "target_holds": holds, "bytes_per_image": per_image, "seconds": seconds, "mfu": mfu}
 

@@ -66,10 +66,15 @@ def run_usual_recipe(coco_dir: str, cache_dir: str, image_processor, tokenizer, 
     )
 
 
-def run_vitgpt2(coco_dir: str, cache_dir: str, image_processor, tokenizer, args):
+def run_vitgpt2(coco_dir: str, cache_dir: str, image_processor, tokenizer, args, load_from_cache_file=False):
     images = load_coco(coco_dir, "train", cache_dir=cache_dir)
     return preprocess(
-        images, image_processor, tokenizer, args.max_target_length, num_proc=args.num_proc, load_from_cache_file=False
+        images,
+        image_processor,
+        tokenizer,
+        args.max_target_length,
+        num_proc=args.num_proc,
+        load_from_cache_file=load_from_cache_file,
     )
 
 
@@ -77,7 +82,23 @@ def measure(name: str, run, coco_dir: str, work_dir: str, image_processor, token
     cache_dir = tempfile.mkdtemp(prefix=f"cache_{name}_", dir=work_dir)
     dataset, seconds = common.timed(run, coco_dir, cache_dir, image_processor, tokenizer, args)
     size = common.cache_bytes(dataset)
-    return {"name": name, "rows": len(dataset), "seconds": seconds, "bytes": size, "dtype": pixel_dtype(dataset)}
+    return {
+        "name": name,
+        "rows": len(dataset),
+        "seconds": seconds,
+        "bytes": size,
+        "dtype": pixel_dtype(dataset),
+        "cache_dir": cache_dir,
+    }
+
+
+def processor_and_tokenizer(encoder_size: int):
+    """A ViT image processor at `encoder_size` and a byte-level BPE trained on synthetic captions (deterministic, so
+    two processes build tokenizers with the same `datasets` fingerprint)."""
+    image_processor = ViTImageProcessor(size={"height": encoder_size, "width": encoder_size})
+    tokenizer = train_byte_level_bpe(common.synthetic_caption(np.random.default_rng(i)) for i in range(2000))
+    tokenizer.pad_token = tokenizer.eos_token  # the recipes pad to max_length; GPT-2 has no pad token
+    return image_processor, tokenizer
 
 
 def pixel_dtype(dataset) -> str:
@@ -113,9 +134,7 @@ def main(argv=None) -> dict:
         print(
             f"wrote {args.num_images} JPEGs {args.width}x{args.height}, {jpeg_kb:.0f} KB each, 5 captions each ({write_s:.0f} s)"
         )
-        image_processor = ViTImageProcessor(size={"height": args.encoder_size, "width": args.encoder_size})
-        tokenizer = train_byte_level_bpe(common.synthetic_caption(np.random.default_rng(i)) for i in range(2000))
-        tokenizer.pad_token = tokenizer.eos_token  # the recipes pad to max_length; GPT-2 has no pad token
+        image_processor, tokenizer = processor_and_tokenizer(args.encoder_size)
         print(
             f"image processor {type(image_processor).__name__}, num_proc {args.num_proc}, batch size {args.batch_size}"
         )

@@ -16,8 +16,9 @@ import numpy as np  # noqa: E402
 import PIL.Image  # noqa: E402
 import PIL.ImageDraw  # noqa: E402
 import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
-from vitgpt2.data.coco_json import captions_file, write_captions_file  # noqa: E402
+from vitgpt2.data.coco_json import captions_file, read_captions_file, write_captions_file  # noqa: E402
 
 WORDS = (
     "a", "man", "woman", "dog", "cat", "riding", "holding", "sitting", "on", "in", "the", "of", "with", "next", "to",
@@ -133,13 +134,27 @@ def synthetic_caption(rng: np.random.Generator) -> str:
 
 
 def write_coco_folder(
-    root: str, num_images: int, width: int = 640, height: int = 480, captions_per_image: int = 5, seed: int = 0
+    root: str,
+    num_images: int,
+    width: int = 640,
+    height: int = 480,
+    captions_per_image: int = 5,
+    seed: int = 0,
+    first_id: int = 1,
+    progress: bool = False,
 ) -> str:
-    """`<root>/train2017/*.jpg` + `<root>/annotations/captions_train2017.json`, the official COCO 2017 layout."""
+    """`<root>/train2017/*.jpg` + `<root>/annotations/captions_train2017.json`, the official COCO 2017 layout.
+
+    `first_id` > 1 grows a folder written before: images `first_id`... are added after those its captions file lists
+    (pass another `seed`, or they repeat the first ones)."""
     rng = np.random.default_rng(seed)
     os.makedirs(os.path.join(root, "train2017"), exist_ok=True)
     images, annotations = [], []
-    for image_id in range(1, num_images + 1):
+    if first_id > 1:
+        existing = read_captions_file(captions_file(root, "train2017"))
+        images, annotations = existing.images, existing.annotations
+    ids = range(first_id, first_id + num_images)
+    for image_id in tqdm(ids, desc="writing JPEGs", unit="image", disable=not progress):
         file_name = f"{image_id:012d}.jpg"
         synthetic_photo(rng, width, height).save(os.path.join(root, "train2017", file_name), quality=90)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})

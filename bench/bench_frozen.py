@@ -32,9 +32,6 @@ TARGET = 3.0
 COCO_TRAIN_IMAGES = 118_287
 
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-
-
 class Step:
     """One AdamW step of `model` on the batch: pixels through the encoder, or cached bf16 states. These arrive as the
     DataLoader hands them over, converted to float32 in host memory (pinned on the GPU), and are copied to the
@@ -87,8 +84,7 @@ def check_losses(frozen, pixels, labels, cached) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_step_arguments(parser, pairs=20)
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="Autocast dtype (fp32: no autocast).")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    common.add_precision_arguments(parser)
     parser.add_argument(
         "--peak_tflops", type=float, default=989.0, help="Dense peak of --dtype for MFU (H100/H200 bf16)."
     )
@@ -107,7 +103,7 @@ def main(argv=None) -> dict:
     cached = states.to(torch.bfloat16).view(torch.int16).cpu().numpy()  # as the cache stores them
     bf16_difference = check_losses(frozen, pixels, labels, cached)
 
-    options = {"dtype": DTYPES[args.dtype], "compiled": args.compile}
+    options = {"dtype": common.AUTOCAST_DTYPES[args.dtype], "compiled": args.compile}
     steps = {
         "fine-tuning, encode-once": Step(tuned, labels, pixels=pixels, **options),
         "frozen, encoder in the loop": Step(frozen, labels, pixels=pixels, **options),

@@ -13,9 +13,8 @@ import argparse
 
 import common
 import torch
-from transformers import CompileConfig
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def generation_options(way: str, new_tokens: int) -> dict:
@@ -25,9 +24,7 @@ def generation_options(way: str, new_tokens: int) -> dict:
     options["cache_implementation"] = "static"
     if way == "static cache":
         return {**options, "disable_compile": True}
-    compile_config = CompileConfig()
-    compile_config._compile_all_devices = True  # on CPU too (the tests), not only on GPUs
-    return {**options, "compile_config": compile_config}
+    return {**options, "compile_config": common.compile_on_every_device()}
 
 
 def main(argv=None) -> dict:
@@ -36,16 +33,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--new_tokens", type=int, default=20, help="Tokens per caption (COCO's are ~12-16).")
     parser.add_argument("--repeats", type=int, default=3, help="Timed calls of each way.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed calls of each way (compilation happens here).")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="The weights' dtype.")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    common.add_precision_arguments(parser, dtype_help="The weights' dtype.")
     common.add_model_arguments(parser)
     args = parser.parse_args(argv)
     common.start(args)
 
-    model = common.build_captioner(tiny=args.tiny).to(args.device, DTYPES[args.dtype]).eval()
+    model = common.build_captioner(tiny=args.tiny).to(args.device, WEIGHT_DTYPES[args.dtype]).eval()
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(args.batch_size, *common.image_shape(model), generator=generator)
-    pixels = pixels.to(args.device, DTYPES[args.dtype])
+    pixels = pixels.to(args.device, WEIGHT_DTYPES[args.dtype])
     ways = ["default generate", "static cache"] + (["static cache + compile"] if args.compile else [])
 
     def caption(way):

@@ -22,14 +22,11 @@ import common
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CompileConfig
 
 from vitgpt2.loss import IGNORE_INDEX, token_losses
 from vitgpt2.scst.rewards import CaptionReward
 from vitgpt2.scst.sampling import generating_with, sample_labels, sampling_config
 from vitgpt2.scst.trainer import baseline_of, policy_gradient_loss
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 class ScstStep:
@@ -37,12 +34,11 @@ class ScstStep:
 
     def __init__(self, model, pixels, reward, args, compiled: bool):
         self.model, self.pixels, self.reward, self.args = model, pixels, reward, args
-        self.dtype = DTYPES[args.dtype]
+        self.dtype = common.AUTOCAST_DTYPES[args.dtype]
         config = sampling_config(model.generation_config, args.samples, 1.0, args.max_new_tokens)
         if compiled:
             config.cache_implementation = "static"  # generate compiles the decoder's forward for a static cache
-            config.compile_config = CompileConfig()
-            config.compile_config._compile_all_devices = True  # on CPU too (the tests), not only on GPUs
+            config.compile_config = common.compile_on_every_device()
         else:
             config.disable_compile = True
         self.config = config
@@ -97,8 +93,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--max_new_tokens", type=int, default=20, help="Longest sample (--scst_max_new_tokens).")
     parser.add_argument("--steps", type=int, default=3, help="Timed steps of each way.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed steps of each way (compilation happens here).")
-    parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES), help="Autocast dtype (fp32: no autocast).")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    common.add_precision_arguments(parser)
     common.add_model_arguments(parser)
     args = parser.parse_args(argv)
     common.start(args)

@@ -3,6 +3,7 @@
 The bench scripts import this as `common` (Python puts `bench/` first on the path when it runs one of them).
 """
 
+import argparse
 import os
 import tempfile
 import time
@@ -52,6 +53,28 @@ def add_model_arguments(parser, device: str = "cpu") -> None:
     # ran 2-4x slower here, and erratically so; the ratios, not the absolute speeds, are what these benches report.
     threads = 1 if device == "cpu" else 0
     parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads (0: torch's default).")
+
+
+# --dtype: the autocast dtype of a training step (None: no autocast)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def add_precision_arguments(parser, dtype: str = "fp32", compile: bool = False, dtype_help: str | None = None) -> None:
+    """--dtype (autocast, or what `dtype_help` says) and --compile (torch.compile), as run_captioning.py's --bf16 and
+    --torch_compile."""
+    help_text = dtype_help or "Autocast dtype (fp32: no autocast)."
+    parser.add_argument("--dtype", default=dtype, choices=sorted(AUTOCAST_DTYPES), help=help_text)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=compile)
+
+
+def compile_on_every_device():
+    """A `generate` CompileConfig that compiles on the CPU too (transformers compiles a static cache's decoding step
+    on GPUs only): the tests run the benches' compiled ways on the CPU."""
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = True
+    return config
 
 
 def add_step_arguments(parser, pairs: int) -> None:

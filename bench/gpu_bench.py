@@ -30,7 +30,6 @@ from vitgpt2.data.views import CaptionGroups
 from vitgpt2.model import attention_implementations, pad_vocabulary
 from vitgpt2.offline.tiny_models import train_byte_level_bpe
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 KINDS = {"per-pair": "per pair", "encode-once": "encode-once"}  # option value: name in the tables
 
 
@@ -46,7 +45,7 @@ def bench_training(args) -> dict:
     encode_once = tuple(t.to(args.device) for t in common.caption_batch(model, images, args.captions_per_image))
     batches = {"per pair": common.as_pairs(*encode_once), "encode-once": encode_once}
     batches = {name: batch for name, batch in batches.items() if name in args.kinds}
-    dtype = DTYPES[args.dtype]
+    dtype = common.AUTOCAST_DTYPES[args.dtype]
     flops = {name: common.step_flops(model, *batch, dtype) for name, batch in batches.items()}
 
     fused = args.device.startswith("cuda")  # one kernel for all parameters on the GPU
@@ -163,8 +162,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--captions_per_image", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="Timed steps of each kind.")
     parser.add_argument("--warmup", type=int, default=3, help="Untimed steps of each kind (compilation happens here).")
-    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="Autocast dtype (fp32: no autocast).")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
+    common.add_precision_arguments(parser, dtype="bf16", compile=True)
     parser.add_argument(
         "--compile_mode",
         default=None,

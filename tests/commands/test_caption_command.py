@@ -121,3 +121,13 @@ def test_unreadable_files_are_listed_at_the_end(tiny_captioner_dir, image_dir, c
     errors = capsys.readouterr().err.strip().splitlines()
     assert "cannot read" in errors[-2] and "broken.jpg" in errors[-2]
     assert errors[-1] == "vitgpt2 caption: 3 captioned, 1 failed"
+
+
+def test_compiled_decoding_gives_the_pipelines_captions(tiny_captioner_pipe, tiny_captioner_dir, image_dir, capsys):
+    """--compile: a static KV cache and a compiled decoding step, over two batch sizes (the last one uneven)."""
+    assert run_caption(str(image_dir), "--model", tiny_captioner_dir, "--batch_size", "2", "--compile") == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")
+    assert lines == [f"{image_dir / name}\t{captioned(tiny_captioner_pipe, image_dir / name)}" for name in names]
+    with pytest.raises(Exception, match="--backend onnx"):
+        run_caption(str(image_dir), "--model", tiny_captioner_dir, "--compile", "--backend", "onnx")

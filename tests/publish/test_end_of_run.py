@@ -113,7 +113,9 @@ def test_a_coco_folder_is_named_by_its_captions_file(synthetic_coco, tmp_path):
     from vitgpt2.publish.end_of_run import _folder_description
 
     data = shutil.copytree(synthetic_coco, tmp_path / "coco")
-    args = SimpleNamespace(karpathy_split_file=None, coco_dir=str(data), train_split_name="train", image_folder=None)
+    args = SimpleNamespace(
+        karpathy_split_file=None, coco_dir=str(data), train_split_name="train", image_folder=None, webdataset=None
+    )
     assert _folder_description(args) == "vitgpt2 synthetic shapes"
     annotations = data / "annotations" / "captions_train2017.json"
     content = json.loads(annotations.read_text())

@@ -347,6 +347,10 @@ def check_streamed_training(data_args, model_args, scst_args, training_args) -> 
             "evaluation reads a cached split: with --webdataset, give its source with --coco_dir, --dataset_name "
             "or --image_folder (and --eval_split_name), or leave out --do_eval/--do_predict"
         )
+    if data_args.streaming and data_args.image_id_column:
+        logger.warning(
+            "--image_id_column: streamed rows are not merged by image; each row trains as an image of its own"
+        )
     if model_args.cache_encoder_features:
         logger.warning("--cache_encoder_features: streamed images are not cached; the frozen encoder runs in the loop")
         model_args.cache_encoder_features = False

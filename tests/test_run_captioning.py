@@ -267,6 +267,24 @@ def test_other_sources_train_and_evaluate_like_coco(monkeypatch, synthetic_coco,
     assert len(records) == 12 and all(len(r["references"]) == 5 for r in records)
 
 
+@pytest.mark.parametrize("write_source", [_write_imagefolder, _write_parquet_repo], ids=["imagefolder", "hub-parquet"])
+def test_other_sources_stream_their_training_split(monkeypatch, synthetic_coco, tiny_models, tmp_path, write_source):
+    """--streaming: the training split is read as it trains (no cache of it), evaluation from the cached split."""
+    encoder, decoder = tiny_models
+    source = write_source(synthetic_coco, tmp_path / "source")
+    output = tmp_path / "out"
+    results = _run(
+        monkeypatch,
+        [
+            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, *source, "--streaming",
+            "--output_dir", str(output), "--do_train", "--do_eval", "--max_steps", "4", "--dataloader_num_workers", "2",
+            "--metrics", "bleu", "--report_to", "none", "--save_strategy", "no",
+        ],
+    )  # fmt: skip
+    assert results["eval_samples"] == 12 and "train_samples" not in results and results["train_loss"] > 0
+    assert VisionEncoderDecoderModel.from_pretrained(output).config.decoder.n_layer > 0
+
+
 def test_training_only_with_default_metrics_never_touches_bertscore_offline(monkeypatch, train_argv, tmp_path):
     """The default metrics include BERTScore with roberta-large, which this machine can't download: a run that
     never evaluates must not need it."""

@@ -280,7 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info("LoRA: merged %d adapters into their weights", merge_lora(model))
         trainer.save_model()
         metrics = {**train_result.metrics, **parameters}
-        if not streamed:  # a stream's size is not known ahead
+        if streamed:
+            metrics["train_images_left_out"] = trainer.streamed_images_left_out()
+            if metrics["train_images_left_out"]:
+                logger.warning("streamed training skipped %d unreadable images", metrics["train_images_left_out"])
+        else:  # a stream's size is not known ahead
             metrics.update(
                 {
                     "train_samples": len(processed["train"]),

@@ -93,6 +93,7 @@ def test_streamed_training_resumes_after_kill_9_to_the_same_weights(
     with open(uninterrupted / "all_results.json") as f:
         results = json.load(f)
     assert results["eval_samples"] == 12 and "train_samples" not in results  # evaluation: the cached split
+    assert results["train_images_left_out"] == 0
     with open(uninterrupted / "README.md") as f:
         assert "WebDataset shards" in f.read()
 

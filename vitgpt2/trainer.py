@@ -154,6 +154,13 @@ class CaptioningTrainer(Seq2SeqTrainer):
             self._resumed_stream_from = None
         return batches, num_items_in_batch
 
+    def streamed_images_left_out(self) -> int:
+        """Unreadable images a streamed run skipped, over every process (each one logged as it was skipped)."""
+        count = torch.tensor(self.stream_state.unreadable(), device=self.args.device)
+        return (
+            int(self.accelerator.reduce(count, reduction="sum")) if self.accelerator.num_processes > 1 else int(count)
+        )
+
     def _save_rng_state(self, output_dir):
         # Written before trainer_state.json, which marks the checkpoint complete (vitgpt2.checkpoints).
         if self.stream_state is not None:

@@ -161,7 +161,7 @@ def test_each_sample_is_read_once_per_epoch_by_2_processes_x_2_workers(
         )
         epochs = {}
         for batch in loader:
-            worker, epoch, _ = batch[STREAM_POSITION].tolist()
+            worker, epoch, _, _ = batch[STREAM_POSITION].tolist()
             if epoch > 0:  # past the epoch in every worker's stream: stop when both have moved on
                 epochs[worker] = True
                 if len(epochs) == 2:
@@ -204,9 +204,16 @@ def test_an_unreadable_image_is_skipped_and_logged(tmp_path, tokenizer_and_proce
     pattern = img2dataset_shard(tmp_path / "bad.tar", samples, caption_in="txt")
     tokenizer, _ = tokenizer_and_processor
     items = iter(_stream(pattern, tokenizer_and_processor, shuffle=False))
-    firsts = [tokenizer.decode(next(items)["caption_ids"][0][:-1]) for _ in range(2)]
-    assert firsts == ["a fine photo", "another photo"]
+    first, second = next(items), next(items)
+    assert [tokenizer.decode(item["caption_ids"][0][:-1]) for item in (first, second)] == [
+        "a fine photo",
+        "another photo",
+    ]
     assert "sample 000000001 skipped" in caplog.text
+    assert first[STREAM_POSITION] == (0, 0, 1, 0) and second[STREAM_POSITION] == (0, 0, 3, 1)  # 1 unreadable so far
+    state = StreamState(num_processes=1, num_workers=0)
+    state.used(CaptioningCollator(tokenizer_and_processor[1])([first, second]))
+    assert state.unreadable() == 1
 
 
 def test_resuming_continues_each_workers_stream_in_the_dataloaders_turn(shards, tokenizer_and_processor):

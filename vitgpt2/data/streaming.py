@@ -7,7 +7,7 @@ sample is read once per epoch: whole shards where there are at least as many sha
 index modulo the readers. The stream never ends (epoch after epoch, reshuffled): training runs for `--max_steps`.
 
 Resuming is exact and decodes nothing it skips. Every batch carries where its worker's stream stands (epoch, items
-pulled from its shuffle buffer); the trainer keeps the position of the last batch of each worker that a step used and
+pulled from its shuffle buffer, unreadable images skipped so far); the trainer keeps the position of the last batch of each worker that a step used and
 saves it with the checkpoint. A resumed worker replays its stream to that position without decoding (the shuffle
 buffer is refilled identically), and the workers take over in the turn the DataLoader would have reached, so that the
 batches after the checkpoint are those of an uninterrupted run.
@@ -166,7 +166,7 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        start_epoch, skip = 0, 0
+        start_epoch, skip, unreadable = 0, 0, 0
         original = worker
         if self.resumed is not None:
             # The DataLoader asks its workers for batches in turn, starting again at worker 0: this worker serves the
@@ -174,7 +174,7 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
             original = (worker + self.resumed["batches"]) % workers
             position = self.resumed["positions"].get(str(original))
             if position is not None:
-                start_epoch, skip = position
+                start_epoch, skip, unreadable = position
         reader, readers = self.process_index * workers + original, self.num_processes * workers
         for epoch in count(start_epoch):
             pulled = 0
@@ -183,12 +183,13 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
                     continue
                 pixels, error = _decode(image, self.size, self.resample)
                 if pixels is None:
+                    unreadable += 1
                     logger.warning("sample %s skipped: %s", key, error)
                     continue
                 yield {
                     "pixel_values": pixels,
                     "caption_ids": tokenize_captions(self.tokenizer, captions, self.max_target_length),
-                    STREAM_POSITION: (original, epoch, pulled),
+                    STREAM_POSITION: (original, epoch, pulled, unreadable),
                 }
             if pulled == 0:
                 raise DataSourceError(
@@ -211,10 +212,14 @@ class StreamState:
     def used(self, batch: dict) -> dict:
         """Notes the position a batch carries and returns the batch without it."""
         batch = dict(batch)
-        worker, epoch, pulled = batch.pop(STREAM_POSITION).tolist()
-        self.positions[str(worker)] = [epoch, pulled]
+        worker, epoch, pulled, unreadable = batch.pop(STREAM_POSITION).tolist()
+        self.positions[str(worker)] = [epoch, pulled, unreadable]
         self.batches += 1
         return batch
+
+    def unreadable(self) -> int:
+        """Unreadable images this process's workers skipped before the batches training used."""
+        return sum(position[2] for position in self.positions.values())
 
     def state_dict(self) -> dict:
         return {

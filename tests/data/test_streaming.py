@@ -109,6 +109,19 @@ def test_a_shard_of_another_tool_reads_with_every_caption_layout(tmp_path, caplo
     assert "000000003 skipped: no image" in caplog.text and "000000004 skipped: no caption" in caplog.text
 
 
+def test_a_folder_of_gzipped_shards_streams_like_plain_ones(shards, tmp_path):
+    import gzip
+
+    pattern, keys = shards(2, 3)
+    folder = tmp_path / "gzipped"
+    folder.mkdir()
+    for index, path in enumerate(expand_shards(pattern)):
+        (folder / f"part-{index}.tar.gz").write_bytes(gzip.compress(open(path, "rb").read()))
+    gzipped = expand_shards(str(folder))
+    assert [os.path.basename(path) for path in gzipped] == ["part-0.tar.gz", "part-1.tar.gz"]
+    assert [sample["key"] for path in gzipped for sample in read_shard(path)] == keys
+
+
 def test_a_truncated_shard_keeps_the_samples_before_the_break(shards, caplog):
     pattern, keys = shards(1, 6)
     path = expand_shards(pattern)[0]
@@ -260,5 +273,13 @@ def test_a_local_dataset_streams_through_the_hub_path(tmp_path, tokenizer_and_pr
     item = next(iter(StreamingCaptions(source, processor, tokenizer, max_target_length=24, captions_per_image=2)))
     assert item["pixel_values"].shape == (3, *[processor.size[k] for k in ("height", "width")])
     assert len(item["caption_ids"]) == 2
+    with open(folder / "named.jsonl", "w") as f:  # a string column of file names under --image_root
+        f.write(json.dumps({"path": "0.jpg", "text": "photo zero"}) + "\n")
+        f.write(json.dumps({"path": "../outside.jpg", "text": "escapes the root"}) + "\n")
+    named = HubSource(
+        "json", "train", "path", "text", data_dir=None, image_root=str(folder), data_files=str(folder / "named.jsonl")
+    )
+    samples = list(named.samples(epoch=0, seed=0, shuffle=False, reader=0, readers=1))
+    assert [(sample["image"], sample["captions"]) for sample in samples] == [(str(folder / "0.jpg"), "photo zero")]
     with pytest.raises(DataSourceError, match="--caption_column 'caption'"):
         HubSource("imagefolder", "train", "image", "caption", data_dir=str(folder))

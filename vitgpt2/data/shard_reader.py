@@ -22,6 +22,7 @@ from .shards import sample_captions
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")  # tarfile reads compressed shards as a stream too
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 _BRACES = re.compile(r"\{([^{}]*)\}")
 # webdataset's rule: the key is the path up to the first dot of the file name, the rest is the extension.
@@ -57,9 +58,11 @@ def expand_shards(spec: str) -> list[str]:
             if _is_remote(path):
                 shards.append(path)
             elif os.path.isdir(path):
-                found = sorted(glob.glob(os.path.join(path, "*.tar")))
+                found = sorted(p for suffix in SHARD_SUFFIXES for p in glob.glob(os.path.join(path, "*" + suffix)))
                 if not found:
-                    raise DataSourceError(f"--webdataset: the folder {path} holds no .tar shards")
+                    raise DataSourceError(
+                        f"--webdataset: the folder {path} holds no shards ({', '.join(SHARD_SUFFIXES)})"
+                    )
                 shards += found
             elif glob.has_magic(path):
                 found = sorted(glob.glob(path))

@@ -27,7 +27,7 @@ from .collator import STREAM_POSITION
 from .errors import DataSourceError
 from .preprocessing import _decode, tokenize_captions
 from .shard_reader import expand_shards, read_shard
-from .sources import clean_captions
+from .sources import clean_captions, local_image_path
 from .views import check_captions_per_image
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ class ShardSource:
 class HubSource:
     """Rows of a Hub dataset (or a local dataset folder) read with `streaming=True`: one row is one image."""
 
-    def __init__(self, name, split, image_column, caption_column, config_name=None, data_dir=None, **hub_kwargs):
+    def __init__(
+        self, name, split, image_column, caption_column, config_name=None, data_dir=None, image_root=None, **hub_kwargs
+    ):
         try:
             self.dataset = load_dataset(
                 name, config_name, data_dir=data_dir, split=split, streaming=True, **hub_kwargs
@@ -71,6 +73,7 @@ class HubSource:
         if isinstance((self.dataset.features or {}).get(image_column), Image):
             self.dataset = self.dataset.cast_column(image_column, Image(decode=False))  # decoded by the readers
         self.name, self.image_column, self.caption_column = name, image_column, caption_column
+        self.image_root = image_root  # where a string image column's file names (or URLs' tails) lie
 
     def __repr__(self) -> str:
         return f"{self.name}, streamed ({self.dataset.n_shards} shard(s))"
@@ -83,7 +86,13 @@ class HubSource:
         # the workers a second time.
         for batch in dataset.iter(batch_size=64):
             for image, captions in zip(batch[self.image_column], batch[self.caption_column]):
-                yield {"key": None, "image": image, "captions": captions}
+                if isinstance(image, str) and self.image_root is not None:
+                    try:
+                        image = local_image_path(self.image_root, image)
+                    except DataSourceError as error:  # a name that leaves the root: this row only
+                        logger.warning("%s; skipped", error)
+                        continue
+                yield {"key": image if isinstance(image, str) else None, "image": image, "captions": captions}
 
 
 def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
@@ -246,6 +255,7 @@ def training_stream(data_args, image_processor, tokenizer, seed: int, **hub_kwar
             data_args.caption_column,
             config_name=data_args.dataset_config_name,
             data_dir=data_dir,
+            image_root=data_args.image_root,
             **hub_kwargs,
         )
     logger.info("Training data: %s", source)

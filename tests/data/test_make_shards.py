@@ -112,6 +112,17 @@ def test_coco_shards_keep_every_image_caption_and_jpeg_byte(synthetic_coco, tmp_
     assert split["source"] == {"coco_dir": os.path.abspath(synthetic_coco), "split": "train", "num_images": 40}
 
 
+def test_workers_write_the_same_shards(synthetic_coco, tmp_path):
+    written = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        assert make_shards("--coco_dir", synthetic_coco, "--output_dir", out, "--samples_per_shard", 7,
+                           "--resize", 32, "--num_workers", workers) == 0  # fmt: skip
+        written[workers] = [(s["__key__"], s["jpg"]["bytes"], s["txt"]) for s in read_shards(out, decode=False)]
+        assert manifest(out)["splits"]["train"]["complete"] is True
+    assert len(written[2]) == 40 and written[2] == written[1]
+
+
 def test_resized_photos_keep_captions_and_skip_the_unreadable(photo_coco, tmp_path, capsys):
     out = tmp_path / "shards"
     argv = ["--coco_dir", photo_coco, "--split", "val", "--output_dir", out, "--resize", 128, "--samples_per_shard", 3]

@@ -38,6 +38,7 @@ def register(subparsers) -> None:
         "--resize", type=int, help="shrink so that the shorter side is N pixels (never enlarges); default: as is"
     )
     shards.add_argument("--jpeg_quality", type=int, default=90, help="quality of re-encoded JPEGs")
+    shards.add_argument("--num_workers", type=int, default=1, help="processes writing shards side by side")
     parser.set_defaults(func=run)
 
 
@@ -87,7 +88,8 @@ def run(args) -> int:
     check_source(args)
     split = source_split(args)
     rows, _ = load_split(args, split, cache_dir=args.cache_dir)
-    report = write_shards(rows, args.output_dir, args.split, settings, describe_source(args, split, len(rows)))
+    source = describe_source(args, split, len(rows))
+    report = write_shards(rows, args.output_dir, args.split, settings, source, num_workers=args.num_workers)
     print(
         f"vitgpt2 make-shards: {report.num_samples} samples in {report.num_shards} {args.split} shards in "
         f"{args.output_dir} ({report.skipped_shards} already complete, skipped)"

@@ -8,10 +8,12 @@ without captions are left out (keys then have gaps, as img2dataset's do) and lis
 the samples per shard, the settings and the source.
 """
 
+import concurrent.futures
 import io
 import json
 import logging
 import math
+import multiprocessing
 import os
 import tarfile
 import time
@@ -262,10 +264,13 @@ class ShardsReport:
     without_captions: int = 0
 
 
-def write_shards(rows, output_dir: str, split: str, settings: ShardSettings, source: dict) -> ShardsReport:
+def write_shards(
+    rows, output_dir: str, split: str, settings: ShardSettings, source: dict, num_workers: int = 1
+) -> ShardsReport:
     """Writes `rows` (one per image, as `sources.load_split` gives them) as shards of `split` in `output_dir`, and
     their record in `output_dir/shards.json` after each shard; shards complete from an earlier run with the same
-    `source` and `settings` are kept."""
+    `source` and `settings` are kept. With `num_workers` > 1, that many processes write shards side by side (each
+    shard depends only on its own rows)."""
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -289,9 +294,20 @@ def write_shards(rows, output_dir: str, split: str, settings: ShardSettings, sou
     todo = [index for index in range(plan.num_shards) if index not in done]
     images = sum(len(plan.row_range(index)) for index in todo)
     with logging_redirect_tqdm(), tqdm(total=images, unit="img", desc=f"{split} shards") as progress:
-        for index in todo:
-            done[index] = write_shard(plan, index, progress)
-            record(complete=len(done) == plan.num_shards)
+        if num_workers <= 1:
+            for index in todo:
+                done[index] = write_shard(plan, index, progress)
+                record(complete=len(done) == plan.num_shards)
+        else:
+            # spawn: fresh interpreters, rather than forks of a process whose threads (tqdm's) hold locks
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+                running = {pool.submit(write_shard, plan, index): index for index in todo}
+                for future in concurrent.futures.as_completed(running):
+                    index = running[future]
+                    done[index] = future.result()
+                    progress.update(len(plan.row_range(index)))
+                    record(complete=len(done) == plan.num_shards)
     return ShardsReport(
         output_dir=output_dir,
         split=split,

@@ -351,6 +351,8 @@ def check_streamed_training(data_args, model_args, scst_args, training_args) -> 
             "evaluation reads a cached split: with --webdataset, give its source with --coco_dir, --dataset_name "
             "or --image_folder (and --eval_split_name), or leave out --do_eval/--do_predict"
         )
+    if data_args.max_train_samples is not None:
+        raise ArgumentError("--max_train_samples limits a cached training split; a stream trains for --max_steps")
     if data_args.streaming and data_args.image_id_column:
         logger.warning(
             "--image_id_column: streamed rows are not merged by image; each row trains as an image of its own"

@@ -103,6 +103,8 @@ def test_streamed_training_refuses_what_it_cannot_do(tiny_models, coco_shards, s
     without_steps = base[: base.index("--max_steps")] + base[base.index("--max_steps") + 2 :]
     done = subprocess.run(without_steps, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "give --max_steps" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([*base, "--max_train_samples", "8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "a stream trains for --max_steps" in done.stderr
     no_eval_source = [arg for arg in base if arg not in ("--coco_dir", synthetic_coco)]
     done = subprocess.run(no_eval_source, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "evaluation reads a cached split" in done.stderr

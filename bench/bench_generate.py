@@ -14,6 +14,8 @@ import argparse
 import common
 import torch
 
+from vitgpt2.inference import compiled_decoding
+
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -21,10 +23,9 @@ def generation_options(way: str, new_tokens: int) -> dict:
     options = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "num_beams": 1, "do_sample": False}
     if way == "default generate":
         return options
-    options["cache_implementation"] = "static"
     if way == "static cache":
-        return {**options, "disable_compile": True}
-    return {**options, "compile_config": common.compile_on_every_device()}
+        return {**options, "cache_implementation": "static", "disable_compile": True}
+    return {**options, **compiled_decoding()}
 
 
 def main(argv=None) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vitgpt2.inference import compiled_decoding
 from vitgpt2.loss import IGNORE_INDEX, token_losses
 from vitgpt2.scst.rewards import CaptionReward
 from vitgpt2.scst.sampling import generating_with, sample_labels, sampling_config
@@ -36,9 +37,8 @@ class ScstStep:
         self.model, self.pixels, self.reward, self.args = model, pixels, reward, args
         self.dtype = common.AUTOCAST_DTYPES[args.dtype]
         config = sampling_config(model.generation_config, args.samples, 1.0, args.max_new_tokens)
-        if compiled:
-            config.cache_implementation = "static"  # generate compiles the decoder's forward for a static cache
-            config.compile_config = common.compile_on_every_device()
+        if compiled:  # generate compiles the decoder's forward for a static cache
+            config.update(**compiled_decoding())
         else:
             config.disable_compile = True
         self.config = config

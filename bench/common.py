@@ -67,16 +67,6 @@ def add_precision_arguments(parser, dtype: str = "fp32", compile: bool = False, 
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=compile)
 
 
-def compile_on_every_device():
-    """A `generate` CompileConfig that compiles on the CPU too (transformers compiles a static cache's decoding step
-    on GPUs only): the tests run the benches' compiled ways on the CPU."""
-    from transformers import CompileConfig
-
-    config = CompileConfig()
-    config._compile_all_devices = True
-    return config
-
-
 def add_step_arguments(parser, pairs: int) -> None:
     """The options of the training-step benches: pairs per step, captions per image, timed and warm-up steps."""
     parser.add_argument("--pairs", type=int, default=pairs, help="(image, caption) pairs per step, a multiple of K.")

@@ -182,21 +182,11 @@ def format_line(image: str, caption: str, as_json: bool) -> str:
     return f"{image}\t{caption}\n"
 
 
-def compiled_decoding() -> dict:
-    """generate() options for a static KV cache whose decoding step `generate` compiles. transformers compiles it on
-    GPUs only; `_compile_all_devices` asks for the CPU too, where the static cache alone was slower (0.90x)."""
-    from transformers import CompileConfig
-
-    config = CompileConfig()
-    config._compile_all_devices = True
-    return {"cache_implementation": "static", "compile_config": config}
-
-
 def run(args) -> int:
     from tqdm.auto import tqdm
 
     from ..errors import ArgumentError
-    from ..inference import captioning_pipeline  # imported here so that `vitgpt2 --help` stays fast
+    from ..inference import captioning_pipeline, compiled_decoding  # here, so that `vitgpt2 --help` stays fast
 
     images, problems = expand_inputs(args.images)
     done = already_captioned(args.output) if args.output else set()

@@ -33,8 +33,9 @@ def tokenize_captions(tokenizer, captions: list[str], max_target_length: int) ->
     return [caption + [tokenizer.eos_token_id] for caption in ids]
 
 
-def _decode(image, size, resample) -> tuple[np.ndarray | None, str]:
-    """(uint8 pixels, "") or (None, why the image cannot be read)."""
+def decode_pixels(image, size, resample) -> tuple[np.ndarray | None, str]:
+    """(uint8 pixels, "") or (None, why the image cannot be read): the cache's decoding, and the stream's
+    (`data.streaming`), so that both give the same pixels."""
     try:
         return resize_to_uint8(load_rgb(image, size), size, resample), ""
     except (ImageLoadError, OSError, ValueError) as error:
@@ -46,7 +47,7 @@ def _encode_batch(batch, size, resample, tokenizer, max_target_length, image_fil
     # then `preprocess` applies the --bad_images policy to all of them at once.
     pixels, caption_ids, problems, reasons = [], [], [], []
     for image, captions in zip(batch["image"], batch["captions"]):
-        array, error = _decode(image, size, resample)
+        array, error = decode_pixels(image, size, resample)
         pixels.append(array if array is not None else np.zeros((3, *size), dtype=np.uint8))
         problems.append(UNREADABLE if error else ("" if captions else NO_CAPTIONS))
         reasons.append(error)

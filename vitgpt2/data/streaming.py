@@ -25,7 +25,7 @@ from datasets.distributed import split_dataset_by_node
 from ..remote_code.images import encoder_resample, encoder_size
 from .collator import STREAM_POSITION
 from .errors import DataSourceError
-from .preprocessing import _decode, tokenize_captions
+from .preprocessing import decode_pixels, tokenize_captions
 from .shard_reader import expand_shards, read_shard
 from .sources import clean_captions, local_image_path
 from .views import check_captions_per_image
@@ -132,12 +132,8 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
         check_captions_per_image(captions_per_image)
         self.source, self.tokenizer, self.max_target_length = source, tokenizer, max_target_length
         self.size, self.resample = encoder_size(image_processor), encoder_resample(image_processor)
-        self.captions_per_image, self.shuffle_buffer_size, self.shuffle, self.seed = (
-            captions_per_image,
-            shuffle_buffer_size,
-            shuffle,
-            seed,
-        )
+        self.captions_per_image, self.shuffle_buffer_size = captions_per_image, shuffle_buffer_size
+        self.shuffle, self.seed = shuffle, seed
         self.process_index, self.num_processes = 0, 1
         self.resumed: dict | None = None
 
@@ -190,7 +186,7 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
             for pulled, (key, image, captions) in enumerate(self._pulled(epoch, reader, readers), 1):
                 if pulled <= skip:
                     continue
-                pixels, error = _decode(image, self.size, self.resample)
+                pixels, error = decode_pixels(image, self.size, self.resample)
                 if pixels is None:
                     unreadable += 1
                     logger.warning("sample %s skipped: %s", key, error)

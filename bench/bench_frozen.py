@@ -22,7 +22,6 @@ import copy
 
 import common
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from vitgpt2.data.encoder_features import as_states
 from vitgpt2.loss import caption_loss
@@ -47,24 +46,16 @@ class Step:
         # 0.06 s, where the for-loop AdamW took 0.51 s
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
-    def backward(self, model) -> None:
-        states = None if self.host_states is None else self.host_states.to(self.labels.device, non_blocking=True)
-        with torch.autocast(
-            self.labels.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
-        ):
-            loss, _ = caption_loss(model, self.pixels, self.labels, encoder_states=states)
-        loss.backward()
+    def states(self) -> torch.Tensor | None:
+        return None if self.host_states is None else self.host_states.to(self.labels.device, non_blocking=True)
 
     def __call__(self) -> None:
-        self.backward(self.forward_model)
+        common.forward_backward(self.forward_model, self.pixels, self.labels, self.dtype, self.states())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def flops(self) -> int:
-        with FlopCounterMode(display=False) as counter:
-            self.backward(self.model)
-        self.model.zero_grad(set_to_none=True)
-        return counter.get_total_flops()
+        return common.step_flops(self.model, self.pixels, self.labels, self.dtype, self.states())
 
 
 def check_losses(frozen, pixels, labels, cached) -> float:

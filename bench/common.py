@@ -257,24 +257,27 @@ def as_pairs(pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 # ---- training steps ---------------------------------------------------------------------------------------------
 
 
-def forward_backward(model, pixels, labels, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`caption_loss` and its gradients: labels (P, 1, L) is the per-pair recipe, (P/K, K, L) encode-once."""
+def forward_backward(
+    model, pixels, labels, autocast_dtype: torch.dtype | None = None, encoder_states=None
+) -> torch.Tensor:
+    """`caption_loss` and its gradients: labels (P, 1, L) is the per-pair recipe, (P/K, K, L) encode-once; with
+    `encoder_states` (a frozen encoder's cached output) instead of `pixels`, the encoder does not run."""
     from vitgpt2.loss import caption_loss
 
     enabled = autocast_dtype is not None
-    with torch.autocast(pixels.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
-        loss, _ = caption_loss(model, pixels, labels)
+    with torch.autocast(labels.device.type, dtype=autocast_dtype or torch.float32, enabled=enabled):
+        loss, _ = caption_loss(model, pixels, labels, encoder_states=encoder_states)
     loss.backward()
     return loss.detach()
 
 
-def step_flops(model, pixels, labels, autocast_dtype: torch.dtype | None = None) -> int:
+def step_flops(model, pixels, labels, autocast_dtype: torch.dtype | None = None, encoder_states=None) -> int:
     """FLOPs of one forward + backward as `torch.utils.flop_counter` counts them (matmuls and attention; the
     optimizer's few FLOPs left out). Counted on the eager model: a compiled one runs the same math."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
-        forward_backward(model, pixels, labels, autocast_dtype)
+        forward_backward(model, pixels, labels, autocast_dtype, encoder_states)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 

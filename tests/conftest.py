@@ -370,3 +370,32 @@ def coco_shards(tmp_path_factory, synthetic_coco) -> str:
     for shard in range(4):
         write_img2dataset_shard(folder / f"coco-{shard:04d}.tar", samples[shard::4], caption_in="json")
     return str(folder / "coco-{0000..0003}.tar")
+
+
+def kill_process_tree(process) -> None:
+    """SIGKILL to a launched process and everything under it: torch's launcher starts each rank in a session of its
+    own, out of reach of a signal to the launcher's process group. Waits for the process itself."""
+    import signal
+    import subprocess
+
+    import psutil
+
+    try:
+        tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        tree = []
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture(scope="session")
+def kill_tree():
+    """`kill_tree(popen)`: see `kill_process_tree`."""
+    return kill_process_tree

@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,9 @@ def _report(processes, logs) -> str:
     return "\n".join(tails)
 
 
-def _launch_machines(args: list[str], caches: list[str], outputs: list[str], homes: list[str], logs_dir) -> list[str]:
+def _launch_machines(
+    args: list[str], caches: list[str], outputs: list[str], homes: list[str], logs_dir, kill_tree
+) -> list[str]:
     """Runs run_captioning.py as machine 0 and machine 1; returns what each printed. On a failure or a timeout both
     are killed (one waiting alone in a collective would wait for gloo's 30 minutes) and both logs are shown."""
     port, processes, log_files = _free_port(), [], []
@@ -77,8 +78,7 @@ def _launch_machines(args: list[str], caches: list[str], outputs: list[str], hom
     finally:
         for p in processes:
             if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)  # the launcher, torchrun's agent and the worker
-                p.wait()
+                kill_tree(p)  # the launcher, torchrun's agent and the worker (in a session of its own)
     logs = []
     for f in log_files:
         f.seek(0)
@@ -116,7 +116,7 @@ def _leftovers(folder: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shared", [False, True], ids=["own_disks", "shared_folder"])
-def test_two_machines_train_evaluate_and_save(shared, synthetic_coco, tiny_models, tmp_path):
+def test_two_machines_train_evaluate_and_save(shared, synthetic_coco, tiny_models, tmp_path, kill_tree):
     encoder, decoder = tiny_models
     machines = [tmp_path / f"machine{rank}" for rank in (0, 1)]
     caches = [str(tmp_path / "shared_cache")] * 2 if shared else [str(m / "cache") for m in machines]
@@ -130,7 +130,7 @@ def test_two_machines_train_evaluate_and_save(shared, synthetic_coco, tiny_model
         "--log_level", "info", "--log_level_replica", "info",
         "--freeze_encoder",  # and so a third cache: the encoder's features, beside the pixels
     ]  # fmt: skip
-    logs = _launch_machines(args, caches, outputs, [str(m / "home") for m in machines], tmp_path)
+    logs = _launch_machines(args, caches, outputs, [str(m / "home") for m in machines], tmp_path, kill_tree)
 
     # One process group of two: 16 images x 5 captions = 80 pairs, 8 a step over both machines (each alone: 20 steps).
     for log in logs:

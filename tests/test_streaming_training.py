@@ -4,7 +4,6 @@ cached split, and after kill -9 the same command ends with the weights of an uni
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -44,42 +43,49 @@ def _start(command: list[str], log_path) -> subprocess.Popen:
         )
 
 
-def _finish(command: list[str], log_path) -> str:
+def _finish(command: list[str], log_path, kill_tree) -> str:
     process = _start(command, log_path)
-    assert process.wait(timeout=600) == 0, open(log_path).read()[-4000:]
+    try:
+        returncode = process.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        kill_tree(process)  # no rank left behind to hold on to its port
+        raise
+    assert returncode == 0, open(log_path).read()[-4000:]
     return open(log_path).read()
 
 
-def _kill_after_first_checkpoint(command, output, log_path) -> None:
+def _kill_after_first_checkpoint(command, output, log_path, kill_tree) -> None:
     process = _start(command, log_path)
     deadline = time.monotonic() + 600
     while last_complete_checkpoint(str(output)) is None:
         if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_tree(process)
             pytest.fail(f"no checkpoint before the run ended: {open(log_path).read()[-4000:]}")
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)  # the launcher and every process and worker it started
-    process.wait(timeout=60)
+    kill_tree(process)  # the launcher, every rank and every DataLoader worker
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [1, 2])
 def test_streamed_training_resumes_after_kill_9_to_the_same_weights(
-    tiny_models, coco_shards, synthetic_coco, tmp_path, processes
+    tiny_models, coco_shards, synthetic_coco, tmp_path, processes, kill_tree
 ):
     uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
-    printed = _finish(_command(tiny_models, coco_shards, synthetic_coco, uninterrupted, processes), tmp_path / "a.log")
+    printed = _finish(
+        _command(tiny_models, coco_shards, synthetic_coco, uninterrupted, processes), tmp_path / "a.log", kill_tree
+    )
     assert ("DDP over 2 processes" if processes > 1 else "Parallelism: one process") in printed
 
     command = _command(tiny_models, coco_shards, synthetic_coco, resumed, processes)
-    _kill_after_first_checkpoint(command, resumed, tmp_path / "killed.log")
+    _kill_after_first_checkpoint(command, resumed, tmp_path / "killed.log", kill_tree)
     checkpoint = last_complete_checkpoint(str(resumed))
     assert checkpoint.endswith("checkpoint-4") and not os.path.exists(resumed / "model.safetensors")
     for rank in range(processes):
         with open(os.path.join(checkpoint, f"stream_state-{rank}.json")) as f:
             state = json.load(f)
         assert state["batches"] == 4 and set(state["positions"]) == {"0", "1"}
-    printed = _finish(command, tmp_path / "resumed.log")
+    assert "***** train metrics *****" not in open(tmp_path / "killed.log").read(), "the kill did not stop training"
+    printed = _finish(command, tmp_path / "resumed.log", kill_tree)
     assert "Resuming training from" in printed
 
     expected, got = load_file(uninterrupted / "model.safetensors"), load_file(resumed / "model.safetensors")

@@ -60,6 +60,30 @@ def test_cross_attention_keys_and_values_are_projected_once_per_image(captioner)
         assert rows == [5]
 
 
+def test_output_layer_runs_on_caption_tokens_only(captioner):
+    """Padded positions get no logits (the output layer sees the 11 label tokens, not 2 x 3 x 5 positions), and the
+    loss and gradients still equal transformers' own loss over every position."""
+    model, eos = copy.deepcopy(captioner[0]).eval(), captioner[1].eos_token_id
+    pixels = torch.randn(2, 3, 32, 32)
+    captions = [[[5, 6, 7, eos], [8, eos]], [[9, eos], [11, 12, 13, 14, eos]]]
+    labels = pad_labels(captions)
+    rows = []
+    model.decoder.lm_head.register_forward_hook(lambda module, inputs, output: rows.append(output.shape[:-1]))
+    loss, outputs = caption_loss(model, pixels, labels)
+    assert rows == [(1, 13)] and outputs.logits.shape[:2] == (1, 13)
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    flat = labels.reshape(4, -1)
+    reference = model(pixel_values=pixels.repeat_interleave(2, dim=0), labels=flat).loss
+    reference.backward()
+    assert rows[-1] == (4, flat.shape[1])  # outside caption_loss the model is as it was
+    assert torch.allclose(loss, reference, atol=1e-5)
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            assert torch.allclose(ours[name], parameter.grad, atol=1e-5), name
+
+
 def test_loss_over_num_items_in_batch_sums_tokens(captioner):
     model, tokenizer = captioner
     eos = tokenizer.eos_token_id
@@ -86,14 +110,18 @@ def test_per_image_loss_averages_each_images_references(captioner):
 
 @pytest.mark.slow
 def test_encode_once_compiles_as_one_graph(captioner):
-    """`--torch_compile`: the repeated encoder states keep a static shape, so nothing splits the graph."""
+    """`--torch_compile`: the repeated encoder states keep a static shape and the caption tokens reach the LM head
+    through a plain index, so nothing splits the graph, batch after batch."""
     model, tokenizer = copy.deepcopy(captioner[0]), captioner[1]
     model.eval()
     eos = tokenizer.eos_token_id
-    pixels, labels = torch.randn(2, 3, 32, 32), pad_labels([[[5, 6, eos], [7, eos]], [[8, 9, 10, eos]]])
-    eager, _ = caption_loss(model, pixels, labels)
-    compiled, _ = caption_loss(torch.compile(model, fullgraph=True), pixels, labels)
-    assert torch.allclose(eager, compiled, atol=1e-5)
+    compiled_model = torch.compile(model, fullgraph=True)
+    for captions in ([[[5, 6, eos], [7, eos]], [[8, 9, 10, eos]]], [[[5, eos], [7, eos]], [[8, 9, eos]]]):
+        # the same padded length (as --pad_to_max_length gives), another number of caption tokens
+        pixels, labels = torch.randn(2, 3, 32, 32), pad_labels(captions, pad_to=4)
+        eager, _ = caption_loss(model, pixels, labels)
+        compiled, _ = caption_loss(compiled_model, pixels, labels)
+        assert torch.allclose(eager, compiled, atol=1e-5)
 
 
 def test_label_smoothing_matches_torch_on_the_same_tokens(captioner):
@@ -104,6 +132,6 @@ def test_label_smoothing_matches_torch_on_the_same_tokens(captioner):
     plain, outputs = caption_loss(model, pixels, labels)
     smoothed, _ = caption_loss(model, pixels, labels, label_smoothing=0.1)
     flat = labels[0][labels[0] != -100]
-    logits = outputs.logits[labels[0] != -100]
+    logits = outputs.logits[0]  # the caption tokens' only
     assert torch.allclose(smoothed, torch.nn.functional.cross_entropy(logits, flat, label_smoothing=0.1), atol=1e-5)
     assert not torch.allclose(smoothed, plain)

@@ -58,6 +58,27 @@ def images_shared_by_captions(model, repeats: torch.Tensor, total: int):
             handle.remove()
 
 
+@contextlib.contextmanager
+def logits_of_caption_tokens(model, present: torch.Tensor):
+    """Within the block, the decoder's output layer runs on the caption tokens only: the positions where `present`
+    (captions x length) is True, flattened, so the model's logits are (1, tokens, vocabulary). Padded positions
+    after a caption's EOS have no label; the output layer (768 x 50,257 with GPT-2) and the softmax over them would
+    be a fifth of a COCO batch's decoder work and logits memory for nothing. The positions are computed here,
+    outside the model, so that a compiled model sees a plain index tensor."""
+    index = present.flatten().nonzero().squeeze(1)
+
+    def select(module, args):
+        (hidden,) = args
+        return (hidden.flatten(0, 1).index_select(0, index.to(hidden.device))[None],)
+
+    unwrapped = extract_model_from_parallel(model, keep_torch_compile=False)
+    handle = unwrapped.decoder.get_output_embeddings().register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def token_losses(
     model,
     pixel_values: torch.Tensor | None,
@@ -66,8 +87,9 @@ def token_losses(
     encoder_states: torch.Tensor | None = None,
 ):
     """Per-token cross-entropy (captions, length) of the captions present in `labels`, the number of
-    captions of each image, and the model outputs; every image goes through the encoder once, or not at all when
-    `encoder_states` (a frozen encoder's cached output, images x tokens x hidden) replace `pixel_values`."""
+    captions of each image, and the model outputs, whose logits are the caption tokens' only (1, tokens, vocabulary).
+    Every image goes through the encoder once, or not at all when `encoder_states` (a frozen encoder's cached output,
+    images x tokens x hidden) replace `pixel_values`."""
     if labels.dim() == 2:
         labels = labels[:, None, :]
     images, per_image, length = labels.shape
@@ -78,21 +100,20 @@ def token_losses(
     config = extract_model_from_parallel(model, keep_torch_compile=False).config
     decoder_input_ids = shift_tokens_right(flat, config.pad_token_id, config.decoder_start_token_id)
     inputs = {"pixel_values": pixel_values}
-    with images_shared_by_captions(model, repeats, flat.shape[0]) as repeated_in_decoder, fused_sdpa_masks():
+    mask = flat != IGNORE_INDEX
+    with (
+        images_shared_by_captions(model, repeats, flat.shape[0]) as repeated_in_decoder,
+        logits_of_caption_tokens(model, mask),
+        fused_sdpa_masks(),
+    ):
         if encoder_states is not None:
             if not repeated_in_decoder:
                 encoder_states = encoder_states.repeat_interleave(repeats, dim=0, output_size=flat.shape[0])
             inputs = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_states)}
         outputs = model(**inputs, decoder_input_ids=decoder_input_ids, use_cache=False)
-    logits = outputs.logits.float()
-    losses = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        flat.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-        label_smoothing=label_smoothing,
-    )
-    return losses.view_as(flat), flat != IGNORE_INDEX, repeats, outputs
+    token_logits = outputs.logits[0].float()
+    losses = F.cross_entropy(token_logits, flat[mask], reduction="none", label_smoothing=label_smoothing)
+    return flat.new_zeros(flat.shape, dtype=losses.dtype).masked_scatter(mask, losses), mask, repeats, outputs
 
 
 def caption_loss(

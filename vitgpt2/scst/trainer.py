@@ -77,13 +77,13 @@ class ScstTrainer(CaptioningTrainer):
         losses, mask, _, outputs = token_losses(model, pixel_values, labels)
         advantages = (rewards - baseline).reshape(-1).to(losses.device)
         loss = policy_gradient_loss(losses, mask, advantages)
-        self._record(rewards, baseline, mask, outputs.logits)
+        self._record(rewards, baseline, mask, outputs.logits[0])
         return (loss, outputs) if return_outputs else loss
 
     @torch.no_grad()
     def _record(self, rewards, baseline, mask, logits) -> None:
-        # over the sampled tokens only: a (tokens, vocabulary) copy, not one for every padded position
-        log_probs = torch.log_softmax(logits[mask].float(), dim=-1)
+        # `logits` are the sampled tokens' (token_losses computes no others)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
         entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
         self._stats["reward"].append(rewards.mean().item())
         self._stats["reward_baseline"].append(baseline.mean().item())

@@ -1,12 +1,15 @@
 """Sampling for SCST: the policy's own distribution, and labels that end at each sample's first EOS."""
 
 import copy
+from collections import defaultdict
 
 import torch
 
-from vitgpt2.loss import IGNORE_INDEX
-from vitgpt2.scst.sampling import generating_with, greedy_config, sample_labels, sampling_config
-from vitgpt2.scst.trainer import baseline_of, policy_gradient_loss
+from vitgpt2.data.collator import pad_labels
+from vitgpt2.loss import IGNORE_INDEX, caption_loss
+from vitgpt2.scst.arguments import ScstArguments
+from vitgpt2.scst.sampling import generating_with, greedy_config, sample_labels, sampling_config, with_references
+from vitgpt2.scst.trainer import ScstTrainer, baseline_of, disable_dropout, policy_gradient_loss
 
 EOS, START = 0, 7
 
@@ -84,3 +87,43 @@ def test_policy_gradient_loss_weights_each_samples_log_probability_by_its_advant
     # a positive advantage raises the sample's tokens, a negative one lowers them
     step = -logits.grad
     assert step[0, 0, 1] > 0 and step[1, 0, 3] < 0
+
+
+def test_references_join_the_samples_in_one_batch():
+    I = IGNORE_INDEX  # noqa: E741
+    samples = torch.tensor([[[5, EOS], [6, 6]], [[EOS, I], [4, EOS]]])  # 2 images x 2 samples, length 2
+    references = torch.tensor([[[1, 2, EOS], [I, I, I]], [[3, EOS, I], [2, 2, EOS]]])  # the first has 1 reference
+    labels, is_sample = with_references(samples, references)
+    assert labels.shape == (2, 4, 3)
+    assert labels[0].tolist() == [[5, EOS, I], [6, 6, I], [1, 2, EOS], [I, I, I]]
+    assert is_sample.tolist() == [True, True, False, True, True, False, False]  # the absent reference is no row
+
+
+def test_mixed_objective_adds_the_references_cross_entropy(captioner):
+    """--scst_ce_weight w: the step's loss is SCST's plus w x the encode-once cross-entropy of the references, in
+    one forward, and the logged entropy stays the samples' own."""
+    model = copy.deepcopy(captioner[0]).train()  # compute_loss's SCST path
+    disable_dropout(model)  # as ScstTrainer does
+    eos = captioner[1].eos_token_id
+    pixels = torch.randn(2, 3, 32, 32)
+    sequences = torch.tensor([[START, 5, 6, eos], [START, 8, eos, eos], [START, 9, 9, 9], [START, eos, eos, eos]])
+    references = pad_labels([[[5, 6, 7, eos], [5, eos]], [[9, 10, eos]]])
+    rewards = torch.tensor([[1.0, 0.0], [0.5, 2.0]])
+
+    def step(weight: float):
+        trainer = object.__new__(ScstTrainer)
+        trainer.model, trainer._stats, trainer._sampling = model, defaultdict(list), None
+        trainer.scst_args = ScstArguments(scst=True, scst_num_samples=2, scst_ce_weight=weight)
+        trainer._generate = lambda *args: sequences
+        trainer._rewards = lambda *args: rewards
+        loss = trainer.compute_loss(
+            model, {"pixel_values": pixels, "image_index": torch.arange(2), "labels": references}
+        )
+        return loss, trainer._stats
+
+    alone, alone_stats = step(0.0)
+    mixed, mixed_stats = step(0.5)
+    cross_entropy, _ = caption_loss(model, pixels, references)
+    torch.testing.assert_close(mixed, alone + 0.5 * cross_entropy)
+    assert mixed_stats["reference_loss"] == [cross_entropy.item()] and "reference_loss" not in alone_stats
+    assert mixed_stats["entropy"] == alone_stats["entropy"]

@@ -87,6 +87,7 @@ def test_scst_needs_a_cross_entropy_captioner(synthetic_coco, tiny_models, tmp_p
         (["--scst_num_samples", "1"], "--scst_num_samples 2 or more"),
         (["--scst_reward", "cider:1,meteor:1"], "unknown metric 'meteor'"),
         (["--scst_temperature", "0"], "--scst_temperature must be above 0"),
+        (["--scst_ce_weight", "-1"], "--scst_ce_weight must be 0 or more"),
     ],
 )
 def test_scst_options_are_checked_before_any_work(ce_captioner, synthetic_coco, tmp_path, extra, message):
@@ -132,7 +133,7 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(
         torch.testing.assert_close(accumulated[key], whole[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_greedy_baseline_and_bf16(ce_captioner, synthetic_coco, tmp_path):
+def test_greedy_baseline_bf16_and_the_mixed_objective(ce_captioner, synthetic_coco, tmp_path):
     output = tmp_path / "greedy"
     run_captioning.main(
         scst_argv(
@@ -147,9 +148,13 @@ def test_greedy_baseline_and_bf16(ce_captioner, synthetic_coco, tmp_path):
             "--use_cpu",
             "--scst_reward",
             "cider:1,bleu:0.5",
+            "--scst_ce_weight",
+            "0.5",
         )
     )
     after = weights(output)
     assert changed(weights(ce_captioner), after)
     assert all(torch.isfinite(tensor.float()).all() for tensor in after.values())
-    assert "the greedy caption" in (output / "README.md").read_text()
+    card = (output / "README.md").read_text()
+    assert "the greedy caption" in card and "plus 0.5 x cross-entropy on the references" in card
+    assert training_logs(output)[-1]["reference_loss"] > 0

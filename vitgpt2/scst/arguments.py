@@ -37,6 +37,15 @@ class ScstArguments:
         },
     )
 
+    scst_ce_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Adds this weight x the cross-entropy of the image's reference captions to the SCST loss, in the "
+            "same forward (a mixed objective: the references keep teaching what the images show while the reward "
+            "reshapes the wording). 0: SCST alone."
+        },
+    )
+
     def __post_init__(self):
         if self.scst_num_samples < 1:
             raise ValueError(f"--scst_num_samples must be at least 1, not {self.scst_num_samples}")
@@ -46,6 +55,8 @@ class ScstArguments:
             )
         if self.scst_temperature <= 0:
             raise ValueError(f"--scst_temperature must be above 0, not {self.scst_temperature}")
+        if self.scst_ce_weight < 0:
+            raise ValueError(f"--scst_ce_weight must be 0 or more, not {self.scst_ce_weight}")
         if self.scst_max_new_tokens is not None and self.scst_max_new_tokens < 1:
             raise ValueError(f"--scst_max_new_tokens must be at least 1, not {self.scst_max_new_tokens}")
         self.reward_weights = parse_reward(self.scst_reward)
@@ -60,4 +71,5 @@ class ScstArguments:
                 if self.scst_baseline == "mean"
                 else "the greedy caption"
             )
+            + (f", plus {self.scst_ce_weight:g} x cross-entropy on the references" if self.scst_ce_weight else "")
         )

@@ -3,6 +3,7 @@
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from transformers import GenerationConfig
 
 from ..loss import IGNORE_INDEX
@@ -55,3 +56,16 @@ def sample_labels(sequences: torch.Tensor, eos_token_id: int, per_image: int) ->
     ended_before = (is_eos.cumsum(dim=1) - is_eos.long()) > 0  # positions after the first EOS
     labels = tokens.masked_fill(ended_before, IGNORE_INDEX)
     return labels.view(-1, per_image, labels.shape[-1])
+
+
+def with_references(samples: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, K + R, length) labels, each image's K samples then its R reference captions, padded to one length
+    so that one encoder pass serves both; and, for each caption row present (not all -100), whether it is a sample.
+    Every sample is present: it holds at least its first token."""
+    length = max(samples.shape[-1], references.shape[-1])
+    labels = torch.cat(
+        [F.pad(part, (0, length - part.shape[-1]), value=IGNORE_INDEX) for part in (samples, references)], dim=1
+    )
+    is_sample = torch.zeros(labels.shape[:2], dtype=torch.bool, device=labels.device)
+    is_sample[:, : samples.shape[1]] = True
+    return labels, is_sample[(labels != IGNORE_INDEX).any(dim=-1)]

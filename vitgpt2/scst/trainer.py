@@ -1,6 +1,7 @@
 """The self-critical trainer: each step encodes each image once, samples K captions against the repeated encoder
 states, scores them, and follows -(reward - baseline) x log p(sample) over each sample's tokens up to and including
-its EOS. Evaluation, checkpoints and saving are `CaptioningTrainer`'s, unchanged."""
+its EOS; with `--scst_ce_weight`, plus that weight x the cross-entropy of the image's references, whose rows join
+the samples' in the same forward. Evaluation, checkpoints and saving are `CaptioningTrainer`'s, unchanged."""
 
 import logging
 from collections import defaultdict
@@ -13,7 +14,7 @@ from ..remote_code.text import decode_captions
 from ..trainer import CaptioningTrainer
 from .arguments import ScstArguments
 from .rewards import CaptionReward
-from .sampling import generating_with, greedy_config, sample_labels, sampling_config
+from .sampling import generating_with, greedy_config, sample_labels, sampling_config, with_references
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,20 @@ class ScstTrainer(CaptioningTrainer):
         else:
             baseline = baseline_of(rewards)
         labels = sample_labels(sequences, self.model.generation_config.eos_token_id, samples)
+        is_sample = torch.ones(len(labels) * samples, dtype=torch.bool, device=labels.device)
+        if self.scst_args.scst_ce_weight:
+            labels, is_sample = with_references(labels, inputs["labels"].to(labels.device))
         # One encoder pass per image; its states serve the image's K samples (as encode-once training does).
         losses, mask, _, outputs = token_losses(model, pixel_values, labels)
         advantages = (rewards - baseline).reshape(-1).to(losses.device)
-        loss = policy_gradient_loss(losses, mask, advantages)
-        self._record(rewards, baseline, mask, outputs.logits[0])
+        loss = policy_gradient_loss(losses[is_sample], mask[is_sample], advantages)
+        if self.scst_args.scst_ce_weight:
+            reference_mask = mask[~is_sample]
+            reference_loss = (losses[~is_sample] * reference_mask).sum() / reference_mask.sum().clamp(min=1)
+            loss = loss + self.scst_args.scst_ce_weight * reference_loss
+            self._stats["reference_loss"].append(reference_loss.item())
+        sampled_tokens = is_sample[:, None].expand_as(mask)[mask]  # the logits are the present tokens'
+        self._record(rewards, baseline, mask[is_sample], outputs.logits[0][sampled_tokens])
         return (loss, outputs) if return_outputs else loss
 
     @torch.no_grad()

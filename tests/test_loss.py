@@ -61,7 +61,7 @@ def test_cross_attention_keys_and_values_are_projected_once_per_image(captioner)
 
 
 def test_output_layer_runs_on_caption_tokens_only(captioner):
-    """Padded positions get no logits (the output layer sees the 11 label tokens, not 2 x 3 x 5 positions), and the
+    """Padded positions get no logits (the output layer sees the 13 label tokens, not 2 x 2 x 5 positions), and the
     loss and gradients still equal transformers' own loss over every position."""
     model, eos = copy.deepcopy(captioner[0]).eval(), captioner[1].eos_token_id
     pixels = torch.randn(2, 3, 32, 32)

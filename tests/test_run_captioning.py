@@ -249,19 +249,21 @@ def _write_parquet_repo(coco_dir: str, root) -> list[str]:
             "--image_id_column", "cocoid"]  # fmt: skip
 
 
+def _source_argv(tiny_models, source: list[str], output, *extra: str) -> list[str]:
+    """Train the tiny models on `source` (a `_write_*` function's arguments) and evaluate with BLEU."""
+    encoder, decoder = tiny_models
+    return [
+        "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, *source,
+        "--output_dir", str(output), "--do_train", "--do_eval", "--metrics", "bleu", "--report_to", "none",
+        "--save_strategy", "no", *extra,
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("write_source", [_write_imagefolder, _write_parquet_repo], ids=["imagefolder", "hub-parquet"])
 def test_other_sources_train_and_evaluate_like_coco(monkeypatch, synthetic_coco, tiny_models, tmp_path, write_source):
-    encoder, decoder = tiny_models
-    source = write_source(synthetic_coco, tmp_path / "source")
     output = tmp_path / "out"
-    results = _run(
-        monkeypatch,
-        [
-            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, *source,
-            "--output_dir", str(output), "--do_train", "--do_eval", "--num_train_epochs", "1",
-            "--metrics", "bleu", "--report_to", "none", "--save_strategy", "no",
-        ],
-    )  # fmt: skip
+    source = write_source(synthetic_coco, tmp_path / "source")
+    results = _run(monkeypatch, _source_argv(tiny_models, source, output, "--num_train_epochs", "1"))
     assert results["train_samples"] == 40 and results["train_pairs"] == 200 and results["eval_samples"] == 12
     records = [json.loads(line) for line in open(output / "eval_predictions.jsonl")]
     assert len(records) == 12 and all(len(r["references"]) == 5 for r in records)
@@ -270,17 +272,10 @@ def test_other_sources_train_and_evaluate_like_coco(monkeypatch, synthetic_coco,
 @pytest.mark.parametrize("write_source", [_write_imagefolder, _write_parquet_repo], ids=["imagefolder", "hub-parquet"])
 def test_other_sources_stream_their_training_split(monkeypatch, synthetic_coco, tiny_models, tmp_path, write_source):
     """--streaming: the training split is read as it trains (no cache of it), evaluation from the cached split."""
-    encoder, decoder = tiny_models
-    source = write_source(synthetic_coco, tmp_path / "source")
     output = tmp_path / "out"
-    results = _run(
-        monkeypatch,
-        [
-            "--encoder_model_name_or_path", encoder, "--decoder_model_name_or_path", decoder, *source, "--streaming",
-            "--output_dir", str(output), "--do_train", "--do_eval", "--max_steps", "4", "--dataloader_num_workers", "2",
-            "--metrics", "bleu", "--report_to", "none", "--save_strategy", "no",
-        ],
-    )  # fmt: skip
+    source = write_source(synthetic_coco, tmp_path / "source")
+    extra = ("--streaming", "--max_steps", "4", "--dataloader_num_workers", "2")
+    results = _run(monkeypatch, _source_argv(tiny_models, source, output, *extra))
     assert results["eval_samples"] == 12 and "train_samples" not in results and results["train_loss"] > 0
     assert VisionEncoderDecoderModel.from_pretrained(output).config.decoder.n_layer > 0
 

@@ -82,8 +82,8 @@ class ScstTrainer(CaptioningTrainer):
         advantages = (rewards - baseline).reshape(-1).to(losses.device)
         loss = policy_gradient_loss(losses[is_sample], mask[is_sample], advantages)
         if self.scst_args.scst_ce_weight:
-            reference_mask = mask[~is_sample]
-            reference_loss = (losses[~is_sample] * reference_mask).sum() / reference_mask.sum().clamp(min=1)
+            # as caption_loss: `losses` are 0 after each caption's EOS
+            reference_loss = losses[~is_sample].sum() / mask[~is_sample].sum().clamp(min=1)
             loss = loss + self.scst_args.scst_ce_weight * reference_loss
             self._stats["reference_loss"].append(reference_loss.item())
         sampled_tokens = is_sample[:, None].expand_as(mask)[mask]  # the logits are the present tokens'

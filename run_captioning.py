@@ -28,7 +28,6 @@ import os
 import sys
 
 import datasets
-import torch
 import transformers
 from transformers import AutoTokenizer, set_seed
 
@@ -56,7 +55,7 @@ from vitgpt2.model import (
     set_encoder_trainable,
 )
 from vitgpt2.parallelism import describe as describe_parallelism
-from vitgpt2.parallelism import fallback_warning
+from vitgpt2.parallelism import end_process_group, fallback_warning
 from vitgpt2.publish.end_of_run import publish
 from vitgpt2.publish.pipeline_code import PipelineCodeCallback
 from vitgpt2.remote_code.images import encoder_size
@@ -332,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict:
             token=hub_token,
             scst=scst_args.describe() if scst_args.scst else None,
         )
-    end_process_group()
+    end_process_group(trainer)
     return results
 
 
@@ -360,15 +359,6 @@ def check_streamed_training(data_args, model_args, scst_args, training_args) -> 
     if model_args.cache_encoder_features:
         logger.warning("--cache_encoder_features: streamed images are not cached; the frozen encoder runs in the loop")
         model_args.cache_encoder_features = False
-
-
-def end_process_group() -> None:
-    """Every process ends the process group together: left to interpreter teardown, rank 1 sometimes aborted after
-    saving ("terminate called without an active exception"), and one rank tearing it down while another still used
-    it (rank 0 publishes alone) left that one waiting. So all meet at a barrier first, then each destroys it."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def _process(rank: int, phase: str, work: dict) -> None:
     dist.all_gather_object(results, {key: value for key, value in result.items() if key != "weights"})
     if rank == 0:
         torch.save({"ranks": results, "weights": result["weights"]}, f"{work['results']}.{phase}")
-    # Ended together and explicitly, as run_captioning.end_process_group does: left to interpreter teardown, a rank
+    # Ended together and explicitly, as vitgpt2.parallelism.end_process_group does: left to interpreter teardown, a rank
     # has aborted on exit after saving
     dist.barrier()
     dist.destroy_process_group()

@@ -1,9 +1,16 @@
 """What parallelism a run actually has, said in the log: accelerate falls back to plain multi-process training where
-FSDP or DeepSpeed cannot run (FSDP on the CPU, for one), without a word of its own."""
+FSDP or DeepSpeed cannot run (FSDP on the CPU, for one), without a word of its own. And how a run's processes end
+their process group."""
 
+import gc
+import logging
 import os
 
+import torch.distributed as dist
 from accelerate.utils import DistributedType
+from torch.nn.parallel import DistributedDataParallel
+
+logger = logging.getLogger(__name__)
 
 
 def requested(args) -> str | None:
@@ -41,3 +48,25 @@ def fallback_warning(trainer) -> str | None:
         f"({trainer.accelerator.state.distributed_type.value}): every process holds the whole model, nothing is "
         f"sharded. On the CPU accelerate cannot run {wanted}; launch on GPUs for it."
     )
+
+
+def end_process_group(trainer=None) -> None:
+    """Every process ends the process group together, once `trainer`'s DDP wrapper is gone.
+
+    Left to interpreter teardown, rank 1 sometimes aborted after saving ("terminate called without an active
+    exception"), and one rank tearing the group down while another still used it (rank 0 publishes alone) left that
+    one waiting: so all meet at a barrier first, then each destroys the group. The wrapper goes first because its
+    reducer holds the group: freed after `destroy_process_group`, the reducer runs gloo's destructor while holding the
+    GIL, and that destructor joins a worker thread that needs the GIL to free a finished collective's tensors. The
+    process then hangs after its last line of output (torch#56297; about 1 run in 30 on a busy 2-core machine).
+    Released here, the group's last reference is its Python object, whose destructor lets go of the GIL."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if trainer is not None:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()  # drops the prepared model, then collects
+    survivors = sum(isinstance(thing, DistributedDataParallel) for thing in gc.get_objects())
+    if survivors:
+        logger.warning("%d DDP wrapper(s) outlive training: ending the process group may hang", survivors)
+    dist.barrier()
+    dist.destroy_process_group()

@@ -29,7 +29,7 @@ def _launch(processes: int, args: list[str]) -> str:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     printed = done.stdout + done.stderr
-    assert "outlive training" not in printed, "a DDP reducer would free the process group (see end_process_group)"
+    assert "outlives training" not in printed, "a DDP reducer would free the process group (see end_process_group)"
     return printed
 
 

@@ -2,9 +2,9 @@
 FSDP or DeepSpeed cannot run (FSDP on the CPU, for one), without a word of its own. And how a run's processes end
 their process group."""
 
-import gc
 import logging
 import os
+import weakref
 
 import torch.distributed as dist
 from accelerate.utils import DistributedType
@@ -63,10 +63,11 @@ def end_process_group(trainer=None) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if trainer is not None:
+        wrapper = getattr(trainer.model_wrapped, "_orig_mod", trainer.model_wrapped)  # under torch.compile too
+        wrapper = weakref.ref(wrapper) if isinstance(wrapper, DistributedDataParallel) else None
         trainer.model_wrapped = trainer.model
         trainer.accelerator.free_memory()  # drops the prepared model, then collects
-    survivors = sum(isinstance(thing, DistributedDataParallel) for thing in gc.get_objects())
-    if survivors:
-        logger.warning("%d DDP wrapper(s) outlive training: ending the process group may hang", survivors)
+        if wrapper is not None and wrapper() is not None:
+            logger.warning("the DDP wrapper outlives training: ending the process group may hang")
     dist.barrier()
     dist.destroy_process_group()

@@ -93,8 +93,11 @@ def test_bench_onnx(bench):
     assert results["sizes"]["int8"] < results["sizes"]["fp32"]
 
 
-def test_bench_caption(bench):
-    results = bench("bench_caption").main(["--tiny", "--images", "4", "--batch_size", "2", "--num_workers", "1"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bench_caption(bench, dtype):
+    results = bench("bench_caption").main(
+        ["--tiny", "--images", "4", "--batch_size", "2", "--num_workers", "1", "--dtype", dtype]
+    )
     assert results["same_captions"] and set(results["ratios"]) == {"pipe(paths, batch_size=2)", "vitgpt2 caption"}
 
 

@@ -6,6 +6,7 @@ import json
 import PIL.Image
 import pytest
 import skimage.data
+import torch
 
 from vitgpt2.commands import caption
 
@@ -131,3 +132,26 @@ def test_compiled_decoding_gives_the_pipelines_captions(tiny_captioner_pipe, tin
     assert lines == [f"{image_dir / name}\t{captioned(tiny_captioner_pipe, image_dir / name)}" for name in names]
     with pytest.raises(Exception, match="--backend onnx"):
         run_caption(str(image_dir), "--model", tiny_captioner_dir, "--compile", "--backend", "onnx")
+
+
+def test_dtype_gives_the_pipelines_captions_in_that_dtype(tiny_captioner_dir, image_dir, capsys, monkeypatch):
+    """--dtype bfloat16: the command's model runs in bf16, and its captions are the bf16 pipeline's, over two batch
+    sizes."""
+    from vitgpt2 import inference
+
+    pipe = inference.captioning_pipeline(tiny_captioner_dir, device="cpu", dtype="bfloat16")
+    names = ("a_chelsea.PNG", "b_coffee.jpg", "c_camera.png")
+    expected = [f"{image_dir / name}\t{captioned(pipe, image_dir / name)}" for name in names]
+    built, build = [], inference.captioning_pipeline
+    monkeypatch.setattr(inference, "captioning_pipeline", lambda *a, **k: built.append(build(*a, **k)) or built[-1])
+    for batch in ("2", "3"):
+        assert (
+            run_caption(str(image_dir), "--model", tiny_captioner_dir, "--batch_size", batch, "--dtype", "bfloat16")
+            == 0
+        )
+        assert capsys.readouterr().out.splitlines() == expected
+    assert [made.model.dtype for made in built] == [torch.bfloat16] * 2
+    with pytest.raises(Exception, match="--dtype sets PyTorch's weights"):
+        run_caption(str(image_dir), "--model", tiny_captioner_dir, "--dtype", "bfloat16", "--backend", "onnx")
+    with pytest.raises(SystemExit):
+        run_caption(str(image_dir), "--model", tiny_captioner_dir, "--dtype", "int8")

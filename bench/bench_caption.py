@@ -18,6 +18,7 @@ import os
 import tempfile
 
 import common
+import torch
 from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTImageProcessor, ViTModel
 
 from vitgpt2.commands.caption import caption_images
@@ -77,6 +78,10 @@ def main(argv=None) -> dict:
         sides = {"loop of pipe(path)": loop, f"pipe(paths, batch_size={args.batch_size})": batched,
                  "vitgpt2 caption": command}  # fmt: skip
         seconds = common.time_interleaved(sides, warmup=0, steps=args.repeats)
+        # The encoder's share: its forward alone on one batch, the work per image that batching cannot shorten.
+        pixels = torch.randn(args.batch_size, *common.image_shape(pipe.model), dtype=pipe.model.dtype)
+        with torch.no_grad():
+            _, encoder_seconds = common.timed(pipe.model.encoder, pixel_values=pixels)
     same = outputs["loop"] == outputs["batched"] == outputs["command"]
     # in bf16, a batch's rounding differs from one image's: captions can depend on the batching
     agree = {name: sum(a == b for a, b in zip(outputs["loop"], outputs[name])) for name in ("batched", "command")}
@@ -90,6 +95,9 @@ def main(argv=None) -> dict:
     print(f"the same captions on every side: {same}", end="")
     print("" if same else f" (equal to the loop's: pipeline batches {agree['batched']}, vitgpt2 caption "
           f"{agree['command']} of {args.images})")  # fmt: skip
+    per_image = 1000 * seconds["vitgpt2 caption"] / args.images
+    print(f"the encoder alone: {1000 * encoder_seconds / args.batch_size:.0f} ms an image, of vitgpt2 caption's "
+          f"{per_image:.0f} ms")  # fmt: skip
     ratios = {name: baseline / s for name, s in seconds.items() if name != "loop of pipe(path)"}
     common.report_ratio(f"images/s vitgpt2 caption / pipe(paths, batch_size={args.batch_size})",
                         seconds[f"pipe(paths, batch_size={args.batch_size})"] / seconds["vitgpt2 caption"])  # fmt: skip

@@ -132,6 +132,28 @@ def test_main_ends_the_process_group_it_ran_in(monkeypatch, train_argv, tmp_path
     assert len(ended) == 1 and ended[0] is not None
 
 
+def test_the_ddp_wrapper_is_gone_before_the_group_ends(tmp_path, caplog):
+    """The trainer's DDP wrapper, whose reducer holds the process group, is released before the group is destroyed."""
+    import weakref
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from vitgpt2.parallelism import end_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    model = torch.nn.Linear(2, 2)
+    prepared = [DistributedDataParallel(model)]  # what the accelerator keeps
+    trainer = SimpleNamespace(model=model, model_wrapped=prepared[0], accelerator=SimpleNamespace())
+    trainer.accelerator.free_memory = prepared.clear
+    wrapper = weakref.ref(prepared[0])
+    with caplog.at_level("WARNING", logger="vitgpt2.parallelism"):
+        end_process_group(trainer)
+    assert wrapper() is None and trainer.model_wrapped is model and not dist.is_initialized()
+    assert "outlives training" not in caplog.text
+
+
 def _trainer(processes: int, distributed_type, fsdp: bool = False, deepspeed: bool = False):
     """What `vitgpt2.parallelism` reads of a Trainer."""
     from types import SimpleNamespace

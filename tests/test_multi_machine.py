@@ -85,6 +85,7 @@ def _launch_machines(
         logs.append(f.read())
         f.close()
     assert [p.returncode for p in processes] == [0, 0], _report(processes, logs)
+    assert not any("outlives training" in log for log in logs), "see vitgpt2.parallelism.end_process_group"
     return logs
 
 

@@ -50,8 +50,10 @@ def _finish(command: list[str], log_path, kill_tree) -> str:
     except subprocess.TimeoutExpired:
         kill_tree(process)  # no rank left behind to hold on to its port
         raise
-    assert returncode == 0, open(log_path).read()[-4000:]
-    return open(log_path).read()
+    printed = open(log_path).read()
+    assert returncode == 0, printed[-4000:]
+    assert "outlives training" not in printed, "see vitgpt2.parallelism.end_process_group"
+    return printed
 
 
 def _kill_after_first_checkpoint(command, output, log_path, kill_tree) -> None:

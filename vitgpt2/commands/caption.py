@@ -66,9 +66,9 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
-        help="The weights' dtype (--backend torch). bfloat16: the ViT-B/16 encoder took 218-271 ms an image instead "
-        "of 403-439 in float32 on a CPU with AVX512-BF16 (batch 32, 1 thread); captions can differ from float32's. "
-        "Default: as saved.",
+        help="The weights' dtype (--backend torch). bfloat16: the ViT-B/16 encoder took 204 ms an image instead "
+        "of 432 in float32 on a CPU with AVX512-BF16 (batch 32, 1 thread, bench/bench_caption.py); captions can "
+        "differ from float32's. Default: as saved.",
     )
     parser.add_argument(
         "--backend",

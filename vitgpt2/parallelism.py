@@ -63,11 +63,12 @@ def end_process_group(trainer=None) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if trainer is not None:
-        wrapper = getattr(trainer.model_wrapped, "_orig_mod", trainer.model_wrapped)  # under torch.compile too
-        wrapper = weakref.ref(wrapper) if isinstance(wrapper, DistributedDataParallel) else None
+        wrapped = getattr(trainer.model_wrapped, "_orig_mod", trainer.model_wrapped)  # under torch.compile too
+        ddp = weakref.ref(wrapped) if isinstance(wrapped, DistributedDataParallel) else None
+        del wrapped
         trainer.model_wrapped = trainer.model
         trainer.accelerator.free_memory()  # drops the prepared model, then collects
-        if wrapper is not None and wrapper() is not None:
+        if ddp is not None and ddp() is not None:
             logger.warning("the DDP wrapper outlives training: ending the process group may hang")
     dist.barrier()
     dist.destroy_process_group()

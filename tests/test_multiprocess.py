@@ -182,3 +182,28 @@ def test_the_log_names_the_parallelism_that_runs_and_a_silent_fallback(monkeypat
         warning.startswith("FSDP was asked for, but accelerate runs DDP over 2 processes")
         and "nothing is sharded" in warning
     )
+
+
+@pytest.mark.parametrize(
+    "plugin, said",
+    [
+        ({"fsdp_version": 2}, "FSDP2 (FULL_SHARD, parameters resharded after forward) over 8 processes"),
+        ({"fsdp_version": 2, "reshard_after_forward": "false"}, "FSDP2 (SHARD_GRAD_OP) over 8 processes"),
+        ({"fsdp_version": 1}, "FSDP1 (FULL_SHARD) over 8 processes"),
+        ({"fsdp_version": 2, "processes": 1}, "FSDP2 (FULL_SHARD, parameters resharded after forward) over 1 process"),
+        ({"fsdp_version": 1, "reshard_after_forward": "HYBRID_SHARD"}, "FSDP1 (FULL_SHARD) over 8 processes"),
+        ({"fsdp_version": 1, "sharding_strategy": "SHARD_GRAD_OP"}, "FSDP1 (SHARD_GRAD_OP) over 8 processes"),
+    ],
+)
+def test_the_log_names_fsdps_sharding_as_accelerates_plugin_holds_it(plugin, said):
+    """accelerate's own plugin, as `configs/accelerate/fsdp.yaml`'s keys build it; FSDP1 wraps with
+    `sharding_strategy or reshard_after_forward`, which is what the log must name."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    from vitgpt2.parallelism import describe
+
+    plugin = dict(plugin)  # parametrize shares its values between runs
+    processes = plugin.pop("processes", 8)
+    trainer = _trainer(processes, DistributedType.FSDP, fsdp=True)
+    trainer.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin)
+    assert describe(trainer) == said

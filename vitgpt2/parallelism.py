@@ -23,18 +23,28 @@ def requested(args) -> str | None:
 
 
 def describe(trainer) -> str:
-    """ "one process", "DDP over N processes", "FSDP (sharding) over N processes" or "DeepSpeed ZeRO-k over N processes"."""
+    """ "one process", "DDP over N processes", "FSDP2 (sharding) over N processes" or "DeepSpeed ZeRO-k over N processes"."""
     state = trainer.accelerator.state
     processes = state.num_processes
+    over = f"over {processes} process{'es' if processes > 1 else ''}"
     if trainer.is_fsdp_enabled:
-        plugin = state.fsdp_plugin
-        sharding = getattr(plugin, "sharding_strategy", None) or f"FSDP{getattr(plugin, 'fsdp_version', '')}"
-        return f"FSDP ({getattr(sharding, 'name', sharding)}) over {processes} processes"
+        return f"{fsdp_sharding(state.fsdp_plugin)} {over}"
     if trainer.is_deepspeed_enabled:
-        return f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage} over {processes} processes"
+        return f"DeepSpeed ZeRO-{state.deepspeed_plugin.zero_stage} {over}"
     if processes == 1 and state.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU):
         return "one process"
-    return f"DDP over {processes} processes ({state.distributed_type.value})"
+    return f"DDP {over} ({state.distributed_type.value})"
+
+
+def fsdp_sharding(plugin) -> str:
+    """FSDP's version and the sharding it runs, read the way accelerate reads its plugin when it wraps the model."""
+    if (
+        plugin.fsdp_version == 2
+    ):  # FSDP2 names no strategy: resharding after forward is FULL_SHARD, keeping is SHARD_GRAD_OP
+        kept = "FULL_SHARD, parameters resharded after forward" if plugin.reshard_after_forward else "SHARD_GRAD_OP"
+        return f"FSDP2 ({kept})"
+    strategy = plugin.sharding_strategy or plugin.reshard_after_forward
+    return f"FSDP1 ({getattr(strategy, 'name', strategy)})"
 
 
 def fallback_warning(trainer) -> str | None:

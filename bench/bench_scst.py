@@ -120,7 +120,10 @@ def main(argv=None) -> dict:
         f"degenerate captions: {more_degenerate:+.1f} points with SCST "
         f"(target <= +{MAX_MORE_DEGENERATE:g}: {'PASS' if clean else 'FAIL'})"
     )
-    return {"results": results, "ratio": ratio, "more_degenerate": more_degenerate, "passed": passed and clean}
+    summary = {"results": results, "ratio": ratio, "more_degenerate": more_degenerate, "passed": passed and clean}
+    with open(os.path.join(args.work_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)  # for bench/sweep_scst.py
+    return summary
 
 
 if __name__ == "__main__":

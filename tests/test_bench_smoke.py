@@ -8,6 +8,7 @@ import datasets
 import pytest
 import torch
 import transformers
+import yaml
 
 BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
@@ -78,6 +79,21 @@ def test_bench_scst(bench, ce_captioner, synthetic_coco, tmp_path):
     scst, ce = outcome["results"]["SCST"], outcome["results"]["cross-entropy"]
     assert outcome["ratio"] == pytest.approx(scst["eval_cider"] / ce["eval_cider"])
     assert {"eval_cider", "eval_degenerate", "eval_distinct2"} <= set(scst) & set(ce)
+
+
+def test_sweep_scst(bench, ce_captioner, synthetic_coco, tmp_path):
+    """Each (variant, seed) runs bench_scst with the variant's settings over the config and that seed."""
+    sweep = bench("sweep_scst")
+    argv = ["--checkpoint", ce_captioner, "--data", synthetic_coco, "--seeds", "3", "--work_dir", str(tmp_path),
+            "--variant", "cool:max_steps=1,scst_temperature=0.9"]  # fmt: skip
+    outcome = sweep.main(argv)
+    with open(tmp_path / "cool-seed3" / "config.yaml") as f:
+        ran = yaml.safe_load(f)
+    assert (ran["scst_temperature"], ran["seed"], ran["max_steps"], ran["scst_num_samples"]) == (0.9, 3, 1, 5)
+    assert outcome["means"]["cool"] == pytest.approx(outcome["summaries"]["cool-seed3"]["ratio"])
+    assert "samples per image at temperature 0.9" in (tmp_path / "cool-seed3" / "scst" / "README.md").read_text()
+    with pytest.raises(SystemExit, match="expected KEY=VALUE"):
+        sweep.parse_variant("hot:scst_temperature")
 
 
 def test_bench_frozen(bench):

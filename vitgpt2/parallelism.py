@@ -38,9 +38,8 @@ def describe(trainer) -> str:
 
 def fsdp_sharding(plugin) -> str:
     """FSDP's version and the sharding it runs, read the way accelerate reads its plugin when it wraps the model."""
-    if (
-        plugin.fsdp_version == 2
-    ):  # FSDP2 names no strategy: resharding after forward is FULL_SHARD, keeping is SHARD_GRAD_OP
+    # FSDP2 names no strategy: resharding after forward is FULL_SHARD, keeping the parameters is SHARD_GRAD_OP
+    if plugin.fsdp_version == 2:
         kept = "FULL_SHARD, parameters resharded after forward" if plugin.reshard_after_forward else "SHARD_GRAD_OP"
         return f"FSDP2 ({kept})"
     strategy = plugin.sharding_strategy or plugin.reshard_after_forward

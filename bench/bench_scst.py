@@ -32,6 +32,15 @@ SHOWN = {
 }
 
 
+# The config keys this bench reads, besides every scst_* key, which goes to SCST's side as is.
+SETTINGS = ("learning_rate", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
+            "max_target_length", "generation_max_length", "seed")  # fmt: skip
+
+
+def reads(key: str) -> bool:
+    return key in SETTINGS or key.startswith("scst")
+
+
 def run(argv: list[str], log_path: str) -> dict:
     """run_captioning.py in its own process; returns its all_results.json."""
     command = [sys.executable, os.path.join(ROOT, "run_captioning.py"), *argv, "--disable_tqdm", "true"]

@@ -19,7 +19,7 @@ from itertools import product
 
 import common
 import yaml
-from bench_scst import ROOT, TARGET
+from bench_scst import ROOT, SETTINGS, TARGET, reads
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -29,7 +29,10 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--variant {text}: expected KEY=VALUE, got {item!r}")
-        changes[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        if not reads(key):
+            raise SystemExit(f"--variant {text}: bench_scst.py reads scst_* keys and {', '.join(SETTINGS)}, not {key}")
+        changes[key] = yaml.safe_load(value)
     return name, changes
 
 
@@ -75,7 +78,7 @@ def main(argv=None) -> dict:
     with ThreadPoolExecutor(args.parallel) as pool:
         summaries = dict(zip(jobs, pool.map(bench, jobs)))
 
-    rows, means = [], {}
+    rows, means, done_seeds = [], {}, {}
     for name in variants:
         done = [(seed, summaries[name, seed]) for seed in args.seeds if summaries[name, seed]]
         ratios = [summary["ratio"] for _, summary in done]
@@ -85,15 +88,17 @@ def main(argv=None) -> dict:
             for seed, s in done
         )
         worst = max((s["more_degenerate"] for _, s in done), default=float("nan"))
-        rows.append([name, runs, *(f"{r:.3f}" for r in (means[name], min(ratios, default=0), max(ratios, default=0))),
-                     f"{worst:+.1f}"])  # fmt: skip
+        steps = {**config, **variants[name]}["max_steps"]
+        rows.append([name, str(steps), runs, *(f"{r:.3f}" for r in (means[name], min(ratios, default=0),
+                     max(ratios, default=0))), f"{worst:+.1f}"])  # fmt: skip
+        done_seeds[name] = len(done)
     common.print_table(
-        f"CIDEr-D, SCST / continued cross-entropy, {config['max_steps']} steps (target >= {TARGET:g}x)",
-        ["variant", "seed: SCST / cross-entropy", "mean", "min", "max", "degenerate, worst"],
+        f"CIDEr-D, SCST / continued cross-entropy (target >= {TARGET:g}x)",
+        ["variant", "steps", "seed: SCST / cross-entropy", "mean", "min", "max", "degenerate, worst"],
         rows,
     )
     for name, mean in means.items():
-        common.report_ratio(f"{name}, mean over {len(args.seeds)} seeds", mean, TARGET)
+        common.report_ratio(f"{name}, mean over {done_seeds[name]} seeds", mean, TARGET)
     return {"summaries": {f"{name}-seed{seed}": s for (name, seed), s in summaries.items()}, "means": means}
 
 

@@ -94,6 +94,8 @@ def test_sweep_scst(bench, ce_captioner, synthetic_coco, tmp_path):
     assert "samples per image at temperature 0.9" in (tmp_path / "cool-seed3" / "scst" / "README.md").read_text()
     with pytest.raises(SystemExit, match="expected KEY=VALUE"):
         sweep.parse_variant("hot:scst_temperature")
+    with pytest.raises(SystemExit, match="not warmup_steps"):  # a key the bench would not pass on
+        sweep.parse_variant("warm:warmup_steps=10")
 
 
 def test_bench_frozen(bench):

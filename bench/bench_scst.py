@@ -32,9 +32,11 @@ SHOWN = {
 }
 
 
-# The config keys this bench reads, besides every scst_* key, which goes to SCST's side as is.
-SETTINGS = ("learning_rate", "max_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
-            "max_target_length", "generation_max_length", "seed")  # fmt: skip
+# The config keys this bench reads: these go to both sides as they are; learning_rate and max_steps too, unless
+# --ce_learning_rate or --steps say otherwise; and every scst_* key, to SCST's side.
+BOTH_SIDES = ("per_device_train_batch_size", "per_device_eval_batch_size", "max_target_length",
+              "generation_max_length", "seed")  # fmt: skip
+SETTINGS = ("learning_rate", "max_steps", *BOTH_SIDES)
 
 
 def reads(key: str) -> bool:
@@ -97,11 +99,8 @@ def main(argv=None) -> dict:
     learning_rate = config["learning_rate"]
     shared = [
         "--model_name_or_path", checkpoint, "--coco_dir", data, "--do_train", "--do_eval", "--max_steps", str(steps),
-        "--per_device_train_batch_size", str(config["per_device_train_batch_size"]),
-        "--per_device_eval_batch_size", str(config["per_device_eval_batch_size"]), "--lr_scheduler_type", "constant",
-        "--max_target_length", str(config["max_target_length"]),
-        "--generation_max_length", str(config["generation_max_length"]), "--metrics", "bleu,cider",
-        "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none", "--seed", str(config["seed"]),
+        "--lr_scheduler_type", "constant", "--metrics", "bleu,cider", "--save_strategy", "no", "--eval_strategy", "no",
+        "--report_to", "none", *(f"--{key}={config[key]}" for key in BOTH_SIDES),
     ]  # fmt: skip
     scst_options = [f"--{key}={value}" for key, value in config.items() if key.startswith("scst")]
     results = {

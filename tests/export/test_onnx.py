@@ -94,6 +94,22 @@ def test_caption_command_with_the_onnx_backend(trained_captioner, onnx_folders, 
     assert "holds no ONNX captioner" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_steps_after_the_first_return_only_the_self_attention_cache(onnx_folders, precision):
+    """The cross-attention keys and values come out of the first step once; each later step reads them and returns
+    the self-attention cache alone, so that they are not copied again at every token."""
+    import onnxruntime
+
+    def outputs(graph):
+        session = onnxruntime.InferenceSession(os.path.join(onnx_folders[precision], f"{graph}.onnx"))
+        return [output.name for output in session.get_outputs()]
+
+    first, following = outputs("decoder"), outputs("decoder_with_past")
+    assert any("cross_key" in name for name in first)
+    assert following[0] == "logits" and all(name.endswith((".key", ".value")) for name in following[1:])
+    assert len(following) - 1 == (len(first) - 1) // 2
+
+
 def test_export_refuses_a_folder_that_is_not_a_captioner(tiny_models, tmp_path, capsys):
     assert main(["export-onnx", "--model", tiny_models[0], "--output", str(tmp_path / "x")]) == 2
     assert "holds a vit model" in capsys.readouterr().err

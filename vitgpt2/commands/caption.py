@@ -74,7 +74,9 @@ def register(subparsers) -> None:
         "--backend",
         choices=("torch", "onnx"),
         default="torch",
-        help="onnx: greedy captions with onnxruntime on the CPU, from a folder `vitgpt2 export-onnx` wrote.",
+        help="onnx: greedy captions with onnxruntime on the CPU, from a folder `vitgpt2 export-onnx` wrote. From an "
+        "--int8 export, 3.30x the images/s of a loop of pipeline calls at batch 32 (ViT-B/16 + distilgpt2 shapes, 1 "
+        "thread, bench/bench_caption.py --onnx), about 1 caption in 20 differing from float32's.",
     )
     parser.set_defaults(func=run)
 

@@ -85,10 +85,10 @@ def main(argv=None) -> dict:
 
         sides = {"loop of pipe(path)": loop, f"pipe(paths, batch_size={args.batch_size})": batched,
                  "vitgpt2 caption": command}  # fmt: skip
-        for precision in ("fp32", "int8") if args.onnx else ():
+        onnx_sides = [f"vitgpt2 caption --backend onnx ({precision})" for precision in ("fp32", "int8")]
+        for name, precision in zip(onnx_sides, ("fp32", "int8")) if args.onnx else ():
             exported = os.path.join(folder, f"onnx-{precision}")
             export_onnx(saved, exported, int8=precision == "int8")
-            name = f"vitgpt2 caption --backend onnx ({precision})"
             captioner = OnnxCaptioner(exported, threads=args.threads or None)
             sides[name] = lambda name=name, captioner=captioner: command(name, captioner)
         seconds = common.time_interleaved(sides, warmup=0, steps=args.repeats)
@@ -109,8 +109,9 @@ def main(argv=None) -> dict:
     print(f"the same captions on every side: {same}", end="")
     print("" if same else f" (equal to the loop's: pipeline batches {agree['batched']}, vitgpt2 caption "
           f"{agree['vitgpt2 caption']} of {args.images})")  # fmt: skip
-    for name in (name for name in outputs if "onnx" in name):
-        print(f"{name}: {agree[name]} of {args.images} captions equal to the loop's")
+    onnx_agree = {name: agree[name] for name in onnx_sides if name in agree}
+    for name, count in onnx_agree.items():
+        print(f"{name}: {count} of {args.images} captions equal to the loop's")
     per_image = 1000 * seconds["vitgpt2 caption"] / args.images
     print(f"the encoder alone: {1000 * encoder_seconds / args.batch_size:.0f} ms an image, of vitgpt2 caption's "
           f"{per_image:.0f} ms")  # fmt: skip
@@ -122,7 +123,6 @@ def main(argv=None) -> dict:
         for name, ratio in ratios.items()
         if name.startswith("vitgpt2 caption")
     }
-    onnx_agree = {name: count for name, count in agree.items() if "onnx" in name}
     return {"ratios": ratios, "same_captions": same, "target_holds": holds, "onnx_agree": onnx_agree}
 
 

@@ -187,6 +187,11 @@ class OnnxCaptioner:
             )
             for name in GRAPHS
         }
+        # what each graph's outputs feed next: its present.* caches are the next step's past.*
+        self.feeds = {
+            name: [output.name.replace("present.", "past.", 1) for output in session.get_outputs()]
+            for name, session in self.sessions.items()
+        }
         self.image_processor = AutoImageProcessor.from_pretrained(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         ensure_pad_token(self.tokenizer)
@@ -218,12 +223,11 @@ class OnnxCaptioner:
         tokens = np.full((len(states), 1), config.decoder_start_token_id, dtype=np.int64)
         inputs = {"input_ids": tokens, "encoder_hidden_states": states}
         done = np.zeros(len(states), dtype=bool)
-        session = self.sessions["decoder"]
+        graph = "decoder"
         for step in range(settings["max_new_tokens"]):
-            outputs = dict(zip((output.name for output in session.get_outputs()), session.run(None, inputs)))
+            outputs = dict(zip(self.feeds[graph], self.sessions[graph].run(None, inputs)))
             scores = outputs.pop("logits")[:, -1].astype(np.float32)
-            # each step's present.* become the next step's past.*; the cross-attention ones come from the first step
-            inputs.update((name.replace("present.", "past.", 1), value) for name, value in outputs.items())
+            inputs.update(outputs)  # the cross-attention cache stays the first step's: later steps return none
             scores[:, suppressed] = -np.inf
             if step < settings["min_new_tokens"]:
                 scores[:, eos] = -np.inf
@@ -232,7 +236,7 @@ class OnnxCaptioner:
             done |= np.isin(chosen, eos)
             if done.all():
                 break
-            session = self.sessions["decoder_with_past"]
+            graph = "decoder_with_past"
             inputs["input_ids"] = chosen[:, None]
         return tokens
 

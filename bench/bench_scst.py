@@ -6,8 +6,9 @@ images, scored on held-out images.
 
 SCST runs with configs/demo_scst.yaml's settings (learning rate, samples, steps). The baseline continues
 cross-entropy for the same number of steps over the same images per step (all five captions of each, encode-once)
-at its own learning rate (default: the same one), constant as SCST's. Reported: held-out CIDEr-D, BLEU-4, caption
-length, distinct-2 and the share of degenerate captions (a word repeated back to back, or a dangling last word).
+at its own learning rate (default: the same one), on the config's learning-rate schedule, as SCST. Reported:
+held-out CIDEr-D, BLEU-4, caption length, distinct-2 and the share of degenerate captions (a word repeated back to
+back, or a dangling last word).
 Targets: SCST at least 1.08x continued cross-entropy's CIDEr-D, with no more than 2 points more degenerate captions.
 """
 
@@ -34,7 +35,7 @@ SHOWN = {
 
 # The config keys this bench reads: these go to both sides as they are; learning_rate and max_steps too, unless
 # --ce_learning_rate or --steps say otherwise; and every scst_* key, to SCST's side.
-BOTH_SIDES = ("per_device_train_batch_size", "per_device_eval_batch_size", "max_target_length",
+BOTH_SIDES = ("lr_scheduler_type", "per_device_train_batch_size", "per_device_eval_batch_size", "max_target_length",
               "generation_max_length", "seed")  # fmt: skip
 SETTINGS = ("learning_rate", "max_steps", *BOTH_SIDES)
 
@@ -99,8 +100,8 @@ def main(argv=None) -> dict:
     learning_rate = config["learning_rate"]
     shared = [
         "--model_name_or_path", checkpoint, "--coco_dir", data, "--do_train", "--do_eval", "--max_steps", str(steps),
-        "--lr_scheduler_type", "constant", "--metrics", "bleu,cider", "--save_strategy", "no", "--eval_strategy", "no",
-        "--report_to", "none", *(f"--{key}={config[key]}" for key in BOTH_SIDES),
+        "--metrics", "bleu,cider", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
+        *(f"--{key}={config[key]}" for key in BOTH_SIDES),
     ]  # fmt: skip
     scst_options = [f"--{key}={value}" for key, value in config.items() if key.startswith("scst")]
     results = {
@@ -116,7 +117,11 @@ def main(argv=None) -> dict:
         ),
     }  # fmt: skip
 
-    print(f"\n{steps} steps of each from {checkpoint}, {config['per_device_train_batch_size']} images a step")
+    print(
+        f"\n{steps} steps of each from {checkpoint}, {config['per_device_train_batch_size']} images a step, "
+        f"learning rate {config['lr_scheduler_type']} from {learning_rate:g} (cross-entropy: "
+        f"{args.ce_learning_rate or learning_rate:g})"
+    )
     rows = [[name, *(result[key] for key in SHOWN.values())] for name, result in results.items()]
     common.print_table("Held-out scores (0-100)", ["", *SHOWN], rows)
     scst, ce = results["SCST"], results["cross-entropy"]

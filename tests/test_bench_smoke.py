@@ -74,11 +74,19 @@ def test_bench_score_process(bench):
 
 
 def test_bench_scst(bench, ce_captioner, synthetic_coco, tmp_path):
-    argv = ["--checkpoint", ce_captioner, "--data", synthetic_coco, "--steps", "2", "--work_dir", str(tmp_path)]
+    """Both sides train on the config's schedule (one written here, not the shipped one) and are scored alike."""
+    with open(os.path.join(os.path.dirname(BENCH_DIR), "configs", "demo_scst.yaml")) as f:
+        config = {**yaml.safe_load(f), "lr_scheduler_type": "cosine"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    argv = ["--checkpoint", ce_captioner, "--data", synthetic_coco, "--steps", "2", "--work_dir", str(tmp_path),
+            "--config", str(tmp_path / "config.yaml")]  # fmt: skip
     outcome = bench("bench_scst").main(argv)
     scst, ce = outcome["results"]["SCST"], outcome["results"]["cross-entropy"]
     assert outcome["ratio"] == pytest.approx(scst["eval_cider"] / ce["eval_cider"])
     assert {"eval_cider", "eval_degenerate", "eval_distinct2"} <= set(scst) & set(ce)
+    for side in ("scst", "more-cross-entropy"):
+        ran = torch.load(tmp_path / side / "training_args.bin", weights_only=False)
+        assert (ran.lr_scheduler_type, ran.max_steps) == ("cosine", 2)
 
 
 def test_sweep_scst(bench, ce_captioner, synthetic_coco, tmp_path):

@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
         config = yaml.safe_load(f)
     steps = args.steps or config["max_steps"]
     learning_rate = config["learning_rate"]
+    ce_learning_rate = args.ce_learning_rate or learning_rate
     shared = [
         "--model_name_or_path", checkpoint, "--coco_dir", data, "--do_train", "--do_eval", "--max_steps", str(steps),
         "--metrics", "bleu,cider", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
@@ -112,7 +113,7 @@ def main(argv=None) -> dict:
         ),
         "cross-entropy": run(
             [*shared, "--output_dir", os.path.join(args.work_dir, "more-cross-entropy"), "--captions_per_image", "5",
-             "--learning_rate", str(args.ce_learning_rate or learning_rate)],
+             "--learning_rate", str(ce_learning_rate)],
             os.path.join(args.work_dir, "more-cross-entropy.log"),
         ),
     }  # fmt: skip
@@ -120,7 +121,7 @@ def main(argv=None) -> dict:
     print(
         f"\n{steps} steps of each from {checkpoint}, {config['per_device_train_batch_size']} images a step, "
         f"learning rate {config['lr_scheduler_type']} from {learning_rate:g} (cross-entropy: "
-        f"{args.ce_learning_rate or learning_rate:g})"
+        f"{ce_learning_rate:g})"
     )
     rows = [[name, *(result[key] for key in SHOWN.values())] for name, result in results.items()]
     common.print_table("Held-out scores (0-100)", ["", *SHOWN], rows)

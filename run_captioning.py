@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> dict:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.info("Training/evaluation parameters %s", training_args)
+    if scst_args.scst and training_args.do_train and model_args.cache_encoder_features:
+        # SCST samples from the pixels at every step: a frozen encoder runs in the loop, without gradients
+        logger.info("--scst: the frozen encoder runs in the loop; its features are not cached")
+        model_args.cache_encoder_features = False
 
     # Last checkpoint: an interrupted run resumes from its last complete checkpoint.
     resume_from = training_args.resume_from_checkpoint

@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 import yaml
+from safetensors.torch import load_file
 
 BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
@@ -74,9 +75,10 @@ def test_bench_score_process(bench):
 
 
 def test_bench_scst(bench, ce_captioner, synthetic_coco, tmp_path):
-    """Both sides train on the config's schedule (one written here, not the shipped one) and are scored alike."""
+    """Both sides train on the config's schedule (one written here, not the shipped one) and are scored alike; what
+    the config says of the encoder holds for SCST's side only."""
     with open(os.path.join(os.path.dirname(BENCH_DIR), "configs", "demo_scst.yaml")) as f:
-        config = {**yaml.safe_load(f), "lr_scheduler_type": "cosine"}
+        config = {**yaml.safe_load(f), "lr_scheduler_type": "cosine", "freeze_encoder": True}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     argv = ["--checkpoint", ce_captioner, "--data", synthetic_coco, "--steps", "2", "--work_dir", str(tmp_path),
             "--config", str(tmp_path / "config.yaml")]  # fmt: skip
@@ -87,6 +89,13 @@ def test_bench_scst(bench, ce_captioner, synthetic_coco, tmp_path):
     for side in ("scst", "more-cross-entropy"):
         ran = torch.load(tmp_path / side / "training_args.bin", weights_only=False)
         assert (ran.lr_scheduler_type, ran.max_steps) == ("cosine", 2)
+    start = load_file(os.path.join(ce_captioner, "model.safetensors"))
+    encoder_moved = {
+        side: [key for key, value in load_file(tmp_path / side / "model.safetensors").items()
+               if key.startswith("encoder.") and not torch.equal(value, start[key])]
+        for side in ("scst", "more-cross-entropy")
+    }  # fmt: skip
+    assert not encoder_moved["scst"] and encoder_moved["more-cross-entropy"]
 
 
 def test_sweep_scst(bench, ce_captioner, synthetic_coco, tmp_path):

@@ -158,3 +158,15 @@ def test_greedy_baseline_bf16_and_the_mixed_objective(ce_captioner, synthetic_co
     card = (output / "README.md").read_text()
     assert "the greedy caption" in card and "plus 0.5 x cross-entropy on the references" in card
     assert training_logs(output)[-1]["reference_loss"] > 0
+
+
+def test_a_frozen_encoder_stays_as_it_was_and_runs_in_the_loop(ce_captioner, synthetic_coco, tmp_path):
+    """--freeze_encoder turns encoder-feature caching on by default; SCST samples from the pixels at every step, so
+    the frozen encoder runs in the loop instead, and the card says so."""
+    output = tmp_path / "frozen"
+    run_captioning.main(scst_argv(ce_captioner, synthetic_coco, output, "--max_steps", "3", "--freeze_encoder"))
+    start, after = weights(ce_captioner), weights(output)
+    moved = changed(start, after)
+    assert moved and not [key for key in moved if key.startswith("encoder.")]
+    card = (output / "README.md").read_text()
+    assert "| cache_encoder_features | False |" in card and "| freeze_encoder | True |" in card

@@ -7,9 +7,8 @@ images, scored on held-out images.
 SCST runs with configs/demo_scst.yaml's settings (learning rate, samples, steps, and whether its encoder trains). The
 baseline continues cross-entropy for the same number of steps over the same images per step (all five captions of
 each, encode-once, its encoder training) at its own learning rate (default: the same one), on the config's
-learning-rate schedule, as SCST. Reported:
-held-out CIDEr-D, BLEU-4, caption length, distinct-2 and the share of degenerate captions (a word repeated back to
-back, or a dangling last word).
+learning-rate schedule, as SCST. Reported: held-out CIDEr-D, BLEU-4, caption length, distinct-2 and the share of
+degenerate captions (a word repeated back to back, or a dangling last word).
 Targets: SCST at least 1.08x continued cross-entropy's CIDEr-D, with no more than 2 points more degenerate captions.
 """
 

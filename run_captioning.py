@@ -90,10 +90,6 @@ def main(argv: list[str] | None = None) -> dict:
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     logger.info("Training/evaluation parameters %s", training_args)
-    if scst_args.scst and training_args.do_train and model_args.cache_encoder_features:
-        # SCST samples from the pixels at every step: a frozen encoder runs in the loop, without gradients
-        logger.info("--scst: the frozen encoder runs in the loop; its features are not cached")
-        model_args.cache_encoder_features = False
 
     # Last checkpoint: an interrupted run resumes from its last complete checkpoint.
     resume_from = training_args.resume_from_checkpoint
@@ -107,6 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
     streamed = training_args.do_train and data_args.streams_training
     if streamed:
         check_streamed_training(data_args, model_args, scst_args, training_args)
+    elif scst_args.scst and training_args.do_train and model_args.cache_encoder_features:
+        # SCST samples from the pixels at every step: a frozen encoder runs in the loop, without gradients
+        logger.info("--scst: the frozen encoder runs in the loop; its features are not cached")
+        model_args.cache_encoder_features = False
 
     # Datasets: one row per image, all of its captions (a streamed training split is read as it trains).
     wanted = {

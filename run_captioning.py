@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
         trainer_class = ScstTrainer
         scst_kwargs = {
             "scst_args": scst_args,
-            "reward": CaptionReward(processed["train"]["captions"], scst_args.reward_weights),
+            "reward": CaptionReward(
+                processed["train"]["captions"], scst_args.reward_weights, score_end=scst_args.scst_reward_end
+            ),
             "max_new_tokens": scst_args.scst_max_new_tokens or data_args.max_target_length,
         }
     trainer = trainer_class(

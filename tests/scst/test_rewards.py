@@ -87,3 +87,34 @@ def test_reward_reads_captions_as_coco_does(human_captions):
     noisy = "  " + caption.upper().replace(" ", "  ") + " .\n"
     values = reward([caption, noisy, "a purple elephant", ""], [0, 0, 0, 0])
     assert values[0] == pytest.approx(values[1]) and values[0] > values[2] and values[3] == 0
+
+
+def test_with_score_end_the_end_of_a_caption_is_a_word_of_pycocoevalcaps_cider_d(human_captions):
+    """ruotianluo's reward: `<eos>` appended to every reference and to every sample that ended. Ours must equal
+    pycocoevalcap's CIDEr-D on the same tokens with such a word appended, a cut sample (`ended` False) without it."""
+    from pycocoevalcap.cider.cider import Cider
+
+    predictions, references = human_captions
+    ended = [i % 3 != 0 for i in range(len(predictions))]
+    reward = CaptionReward(references, {"cider": 1.0}, score_end=True, progress=False)
+    ours = reward(predictions, range(len(predictions)), ended)
+
+    gts, res = coco_inputs(predictions, references)
+    gts = {i: [f"{ref} zzend" for ref in refs] for i, refs in gts.items()}
+    res = {i: [f"{hyp[0]} zzend" if ended[i] else hyp[0]] for i, hyp in res.items()}
+    np.testing.assert_allclose(ours, Cider().compute_score(gts, res)[1], rtol=1e-9, atol=1e-12)
+    without = CaptionReward(references, {"cider": 1.0}, progress=False)(predictions, range(len(predictions)))
+    assert not np.allclose(ours, without)
+
+
+def test_with_score_end_a_caption_that_ends_where_the_references_end_beats_the_same_words_cut():
+    references = [["a dog on a couch", "a brown dog lying on a couch", "the dog sleeps on a couch"]] * 2
+    references[1] = ["a cat on a bed", "two cats on a bed", "a cat sleeping on a bed"]
+    reward = CaptionReward(references, {"cider": 1.0, "bleu": 1.0}, score_end=True, progress=False)
+    ended, cut = reward(["a dog on a couch", "a dog on a couch"], [0, 0], [True, False])
+    assert ended > cut
+    # a caption that stops early ends where no reference ends: "a dog on <end>" is no reference n-gram
+    early, full = reward(["a dog on a", "a dog on a couch"], [0, 0], [True, True])
+    assert full > early
+    # an empty caption is worth nothing, though every reference ends with the same word (BLEU's smoothing: 1e-7)
+    assert reward([""], [0], [True])[0] < 1e-6

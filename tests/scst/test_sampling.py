@@ -8,7 +8,14 @@ import torch
 from vitgpt2.data.collator import pad_labels
 from vitgpt2.loss import IGNORE_INDEX, caption_loss
 from vitgpt2.scst.arguments import ScstArguments
-from vitgpt2.scst.sampling import generating_with, greedy_config, sample_labels, sampling_config, with_references
+from vitgpt2.scst.sampling import (
+    ended,
+    generating_with,
+    greedy_config,
+    sample_labels,
+    sampling_config,
+    with_references,
+)
 from vitgpt2.scst.trainer import ScstTrainer, baseline_of, disable_dropout, policy_gradient_loss
 
 EOS, START = 0, 7
@@ -27,6 +34,9 @@ def test_labels_keep_each_sample_up_to_and_including_its_first_eos():
     assert labels.shape == (2, 2, 5)
     I = IGNORE_INDEX  # noqa: E741
     assert labels.view(4, 5).tolist() == [[5, 6, EOS, I, I], [EOS, I, I, I, I], [5, 6, 5, 6, 5], [4, EOS, I, I, I]]
+    # the reward's end word goes to the captions that generated their EOS, not to the one cut at the limit
+    assert ended(sequences, EOS) == [True, True, False, True]
+    assert ended(torch.tensor([[EOS, 5, 6]]), EOS) == [False]  # GPT-2 starts with its EOS token: not an end
 
 
 def test_sampling_draws_from_the_model_itself_whatever_the_saved_decoding_controls(captioner):

@@ -45,7 +45,7 @@ def test_scst_follows_its_reward_and_saves_an_ordinary_captioner(monkeypatch, ce
     monkeypatch.setattr(
         CaptionReward,
         "__call__",
-        lambda self, captions, images: np.array([len(c.split()) for c in captions], dtype=float),
+        lambda self, captions, images, ended=None: np.array([len(c.split()) for c in captions], dtype=float),
     )
     output = tmp_path / "scst"
     results = run_captioning.main(
@@ -150,6 +150,8 @@ def test_greedy_baseline_bf16_and_the_mixed_objective(ce_captioner, synthetic_co
             "cider:1,bleu:0.5",
             "--scst_ce_weight",
             "0.5",
+            "--scst_reward_end",
+            "true",
         )
     )
     after = weights(output)
@@ -157,6 +159,7 @@ def test_greedy_baseline_bf16_and_the_mixed_objective(ce_captioner, synthetic_co
     assert all(torch.isfinite(tensor.float()).all() for tensor in after.values())
     card = (output / "README.md").read_text()
     assert "the greedy caption" in card and "plus 0.5 x cross-entropy on the references" in card
+    assert "cider:1,bleu:0.5 (the end of a caption scored as a word)" in card
     assert training_logs(output)[-1]["reference_loss"] > 0
 
 

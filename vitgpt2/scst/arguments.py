@@ -36,6 +36,14 @@ class ScstArguments:
             "help": "Reward, or a weighted mix: 'cider' (CIDEr-D, idf from the training references), 'cider:1,bleu:0.5'."
         },
     )
+    scst_reward_end: bool = field(
+        default=False,
+        metadata={
+            "help": "Score the end of a caption as a word, as ruotianluo/ImageCaptioning.pytorch's reward does (its "
+            "references end in <eos>): n-grams that end the references reward a sample that ends the same way, and "
+            "a sample cut at the length limit misses them. Off: the words alone, as evaluation scores them."
+        },
+    )
 
     scst_ce_weight: float = field(
         default=0.0,
@@ -64,7 +72,8 @@ class ScstArguments:
     def describe(self) -> str:
         """One line for the log and the model card."""
         return (
-            f"reward {self.scst_reward}, {self.scst_num_samples} samples per image at temperature "
+            f"reward {self.scst_reward}{' (the end of a caption scored as a word)' if self.scst_reward_end else ''}, "
+            f"{self.scst_num_samples} samples per image at temperature "
             f"{self.scst_temperature:g}, baseline: "
             + (
                 "the mean reward of the image's other samples"

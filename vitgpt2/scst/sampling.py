@@ -58,6 +58,12 @@ def sample_labels(sequences: torch.Tensor, eos_token_id: int, per_image: int) ->
     return labels.view(-1, per_image, labels.shape[-1])
 
 
+def ended(sequences: torch.Tensor, eos_token_id: int) -> list[bool]:
+    """For each generated caption (start token first), whether it generated its EOS rather than stopping at the
+    length limit. The start token is skipped: GPT-2's start and end are the same token."""
+    return (sequences[:, 1:] == eos_token_id).any(dim=1).tolist()
+
+
 def with_references(samples: torch.Tensor, references: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(images, K + R, length) labels, each image's K samples then its R reference captions, padded to one length
     so that one encoder pass serves both; and, for each caption row present (not all -100), whether it is a sample.

@@ -14,7 +14,7 @@ from ..remote_code.text import decode_captions
 from ..trainer import CaptioningTrainer
 from .arguments import ScstArguments
 from .rewards import CaptionReward
-from .sampling import generating_with, greedy_config, sample_labels, sampling_config, with_references
+from .sampling import ended, generating_with, greedy_config, sample_labels, sampling_config, with_references
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,8 @@ class ScstTrainer(CaptioningTrainer):
     def _rewards(self, sequences: torch.Tensor, images: list[int], per_image: int) -> torch.Tensor:
         captions = decode_captions(self.processing_class, sequences)
         owners = [image for image in images for _ in range(per_image)]
-        return torch.as_tensor(self.reward(captions, owners), dtype=torch.float32).view(len(images), per_image)
+        rewards = self.reward(captions, owners, ended(sequences, self.model.generation_config.eos_token_id))
+        return torch.as_tensor(rewards, dtype=torch.float32).view(len(images), per_image)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not model.training:  # evaluation: the captioning loss, as before

@@ -187,12 +187,14 @@ def main(argv: list[str] | None = None) -> dict:
                 bad_images=data_args.bad_images,
                 desc=f"preprocessing {role} images",
             )
-    # What each split left out, for its metrics: unreadable or uncaptioned images, null or empty captions, and what
-    # the source held that no row can (annotations of unlisted images, repeated images entries).
+    # What each split left out or cut, for its metrics: unreadable or uncaptioned images, null or empty captions,
+    # captions cut at --max_target_length, and what the source held that no row can (annotations of unlisted
+    # images, repeated images entries).
     left_out = {
         role: {
             f"{role}_images_left_out": len(raw[role]) - len(processed[role]),
             f"{role}_captions_left_out": sum(raw[role]["captions_left_out"]),
+            f"{role}_captions_cut": sum(processed[role]["captions_cut"]),
             **{f"{role}_{key}": value for key, value in source_left_out[role].items()},
         }
         for role in processed
@@ -200,6 +202,14 @@ def main(argv: list[str] | None = None) -> dict:
     for role, counts in left_out.items():
         if counts[f"{role}_captions_left_out"]:
             logger.warning("%s: left out %d null or empty captions", role, counts[f"{role}_captions_left_out"])
+        if counts[f"{role}_captions_cut"]:
+            logger.warning(
+                "%s: %d captions are longer than --max_target_length (%d tokens, EOS included) and were cut there; "
+                "raise it to keep them whole",
+                role,
+                counts[f"{role}_captions_cut"],
+                data_args.max_target_length,
+            )
     train_dataset = None
     if streamed:
         train_dataset = training_stream(

@@ -349,6 +349,18 @@ def test_null_and_empty_captions_are_left_out_and_counted_in_all_results(monkeyp
     assert json.loads((output / "all_results.json").read_text())["train_captions_left_out"] == 3
 
 
+def test_captions_cut_at_max_target_length_are_counted_in_all_results_and_logged(
+    monkeypatch, tiny_models, tmp_path, caplog
+):
+    long = "a double-decker bus that's parked outside St. Paul's, its 2 doors open and a driver's cap on the dash"
+    root = _caption_set(tmp_path / "set", {1: ["a red bus", long], 2: [long, "two dogs"], 3: ["a cat"]})
+    output = tmp_path / "out"
+    results = _main(monkeypatch, [*_train_argv(root, tiny_models, output), "--max_target_length", "12"])
+    assert results["train_captions_cut"] == 2 and results["train_pairs"] == 5
+    assert json.loads((output / "all_results.json").read_text())["train_captions_cut"] == 2
+    assert "train: 2 captions are longer than --max_target_length (12 tokens, EOS included)" in caplog.text
+
+
 def test_hub_captions_that_are_not_text_name_the_row():
     rows = Dataset.from_dict({"image": ["a.jpg", "b.jpg"], "text": [[1.5], [3.5]]})  # a column of numbers
     with pytest.raises(DataSourceError, match=r"the dataset, row 0: a caption must be text, not float 1.5"):

@@ -36,13 +36,28 @@ def test_second_run_reuses_the_cache(synthetic_coco, processors, tmp_path):
     assert first.cache_files[0]["filename"] == again.cache_files[0]["filename"]
 
 
-def test_every_caption_ends_with_eos_even_when_truncated(processors):
+def test_every_caption_ends_with_eos_even_when_cut_and_the_cut_ones_are_counted(processors):
     _, tokenizer = processors
     eos = tokenizer.eos_token_id
-    long_caption = " ".join(["red circle"] * 1000)
-    ids = tokenize_captions(tokenizer, ["a red circle", long_caption], max_target_length=16)
+    fits = "A man's hat, e.g. a 1920s fedora — on the café's shelf"  # clitics, an abbreviation, unicode
+    room = len(tokenizer(fits, add_special_tokens=False)["input_ids"]) + 1  # its tokens and EOS, exactly
+    paragraph = " ".join(["a red-and-white double-decker bus"] * 1000)
+    ids, cut = tokenize_captions(tokenizer, [fits, paragraph, fits + " ok", "  two dogs  "], max_target_length=room)
     assert all(caption[-1] == eos for caption in ids)
-    assert len(ids[1]) == 16 and eos not in ids[0][:-1]
+    assert [len(caption) for caption in ids[:3]] == [room] * 3 and eos not in ids[0][:-1]
+    assert cut == 2  # the paragraph and the caption one word too long; the one that fits exactly is whole
+    assert tokenize_captions(tokenizer, [], max_target_length=room) == ([], 0)
+
+
+def test_the_cache_counts_each_images_cut_captions(source_rows, processors, tmp_path):
+    image_processor, tokenizer = processors
+    image = tmp_path / "photo.png"
+    PIL.Image.new("RGB", (40, 40), "teal").save(image)
+    long = "a tabby cat that's curled up asleep on a well-worn leather sofa next to two throw pillows"
+    rows = source_rows([str(image), str(image)], [["a cat", long], [long, long, "a sofa"]])
+    processed = preprocess(rows, image_processor, tokenizer, max_target_length=8)
+    assert processed["captions_cut"] == [1, 2]
+    assert processed["captions"][1] == [long, long, "a sofa"]  # the references the metrics read stay whole
 
 
 def test_bad_images_stop_before_training_naming_the_file(source_rows, processors, tmp_path):

@@ -229,6 +229,20 @@ def test_an_unreadable_image_is_skipped_and_logged(tmp_path, tokenizer_and_proce
     assert state.unreadable() == 1
 
 
+def test_a_streamed_caption_cut_at_max_target_length_is_named_once(
+    tmp_path, tokenizer_and_processor, caplog, img2dataset_shard
+):
+    long = "a man's red-and-white kite, e.g. a 2-line stunt kite, caught in an oak tree's top branches at dusk"
+    samples = [("000000000", _jpeg(1), ["a kite"]), ("000000001", _jpeg(2), [long]), ("000000002", _jpeg(3), [long])]
+    pattern = img2dataset_shard(tmp_path / "long.tar", samples, caption_in="txt")
+    tokenizer, _ = tokenizer_and_processor
+    items = iter(_stream(pattern, tokenizer_and_processor, shuffle=False))
+    cut = [next(items)["caption_ids"][0] for _ in range(3)][1:]
+    assert all(len(ids) == 24 and ids[-1] == tokenizer.eos_token_id for ids in cut)
+    assert caplog.text.count("longer than --max_target_length (24 tokens, EOS included)") == 1
+    assert "sample 000000001: a caption longer" in caplog.text
+
+
 def test_resuming_continues_each_workers_stream_in_the_dataloaders_turn(shards, tokenizer_and_processor):
     """Positions saved after 5 of 2 workers' batches: the resumed loader yields batches 6, 7, ... of the first."""
     pattern, _ = shards(4, 5)

@@ -25,12 +25,14 @@ NO_CAPTIONS = "no captions"
 UNREADABLE = "unreadable"
 
 
-def tokenize_captions(tokenizer, captions: list[str], max_target_length: int) -> list[list[int]]:
-    """Token ids of each caption, truncated to leave room for EOS, then EOS, which teaches the model to stop."""
+def tokenize_captions(tokenizer, captions: list[str], max_target_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each caption, truncated to leave room for EOS, then EOS, which teaches the model to stop; and how
+    many captions were cut, for the run to count (tokenizing one token past the room finds them)."""
     if not captions:
-        return []
-    ids = tokenizer(captions, add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
-    return [caption + [tokenizer.eos_token_id] for caption in ids]
+        return [], 0
+    ids = tokenizer(captions, add_special_tokens=False, truncation=True, max_length=max_target_length)["input_ids"]
+    cut = sum(len(caption) == max_target_length for caption in ids)
+    return [caption[: max_target_length - 1] + [tokenizer.eos_token_id] for caption in ids], cut
 
 
 def decode_pixels(image, size, resample) -> tuple[np.ndarray | None, str]:
@@ -45,14 +47,22 @@ def decode_pixels(image, size, resample) -> tuple[np.ndarray | None, str]:
 def _encode_batch(batch, size, resample, tokenizer, max_target_length, image_files=None):
     # Never raises for a bad image: every problem of the split is found in one pass (and the pass is cached),
     # then `preprocess` applies the --bad_images policy to all of them at once.
-    pixels, caption_ids, problems, reasons = [], [], [], []
+    pixels, caption_ids, captions_cut, problems, reasons = [], [], [], [], []
     for image, captions in zip(batch["image"], batch["captions"]):
         array, error = decode_pixels(image, size, resample)
         pixels.append(array if array is not None else np.zeros((3, *size), dtype=np.uint8))
         problems.append(UNREADABLE if error else ("" if captions else NO_CAPTIONS))
         reasons.append(error)
-        caption_ids.append(tokenize_captions(tokenizer, captions, max_target_length))
-    return {"pixel_values": pixels, "caption_ids": caption_ids, "problem": problems, "reason": reasons}
+        ids, cut = tokenize_captions(tokenizer, captions, max_target_length)
+        caption_ids.append(ids)
+        captions_cut.append(cut)
+    return {
+        "pixel_values": pixels,
+        "caption_ids": caption_ids,
+        "captions_cut": captions_cut,
+        "problem": problems,
+        "reason": reasons,
+    }
 
 
 def _unreadable_error(
@@ -113,8 +123,8 @@ def preprocess(
     bad_images: BadImagePolicy = "error",
     desc: str = "preprocessing",
 ) -> Dataset:
-    """Rows {image, captions, image_id, file_name} -> {pixel_values (uint8 C,H,W), caption_ids, captions,
-    image_id, file_name}; images that cannot be decoded or have no caption are counted and left out."""
+    """Rows {image, captions, image_id, file_name} -> {pixel_values (uint8 C,H,W), caption_ids, captions_cut,
+    captions, image_id, file_name}; images that cannot be decoded or have no caption are counted and left out."""
     if bad_images not in typing.get_args(BadImagePolicy):
         raise ValueError(f"bad_images must be one of {typing.get_args(BadImagePolicy)}, not {bad_images!r}")
     if len(dataset) == 0:
@@ -129,6 +139,7 @@ def preprocess(
             "numeric_id": Value("int64"),
             "file_name": Value("string"),
             "captions_left_out": Value("int32"),
+            "captions_cut": Value("int32"),  # captions longer than max_target_length, cut to fit
             "problem": Value("string"),
             "reason": Value("string"),
         }

@@ -171,7 +171,7 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        start_epoch, skip, unreadable = 0, 0, 0
+        start_epoch, skip, unreadable, warned_cut = 0, 0, 0, False
         original = worker
         if self.resumed is not None:
             # The DataLoader asks its workers for batches in turn, starting again at worker 0: this worker serves the
@@ -191,9 +191,18 @@ class StreamingCaptions(torch.utils.data.IterableDataset):
                     unreadable += 1
                     logger.warning("sample %s skipped: %s", key, error)
                     continue
+                caption_ids, cut = tokenize_captions(self.tokenizer, captions, self.max_target_length)
+                if cut and not warned_cut:  # a stream has no end to count at: its first cut caption is named
+                    warned_cut = True
+                    logger.warning(
+                        "sample %s: a caption longer than --max_target_length (%d tokens, EOS included) was cut "
+                        "there; raise it to keep such captions whole (later ones are not logged)",
+                        key,
+                        self.max_target_length,
+                    )
                 yield {
                     "pixel_values": pixels,
-                    "caption_ids": tokenize_captions(self.tokenizer, captions, self.max_target_length),
+                    "caption_ids": caption_ids,
                     STREAM_POSITION: (original, epoch, pulled, unreadable),
                 }
             if pulled == 0:

@@ -354,11 +354,20 @@ def test_captions_cut_at_max_target_length_are_counted_in_all_results_and_logged
 ):
     long = "a double-decker bus that's parked outside St. Paul's, its 2 doors open and a driver's cap on the dash"
     root = _caption_set(tmp_path / "set", {1: ["a red bus", long], 2: [long, "two dogs"], 3: ["a cat"]})
+    shutil.copytree(os.path.join(root, "train2017"), os.path.join(root, "val2017"), dirs_exist_ok=True)
+    write_captions_file(captions_file(root, "val2017"), [{"id": 1, "file_name": "1.png"}], [
+        {"id": 0, "image_id": 1, "caption": long}, {"id": 1, "image_id": 1, "caption": f"  {long}, again  "},
+        {"id": 2, "image_id": 1, "caption": "a bus"},
+    ])  # fmt: skip
     output = tmp_path / "out"
-    results = _main(monkeypatch, [*_train_argv(root, tiny_models, output), "--max_target_length", "12"])
+    argv = [*_train_argv(root, tiny_models, output), "--do_eval", "--max_target_length", "12"]
+    results = _main(monkeypatch, argv)
     assert results["train_captions_cut"] == 2 and results["train_pairs"] == 5
-    assert json.loads((output / "all_results.json").read_text())["train_captions_cut"] == 2
+    assert results["eval_captions_cut"] == 2
+    written = json.loads((output / "all_results.json").read_text())
+    assert written["train_captions_cut"] == 2 and written["eval_captions_cut"] == 2
     assert "train: 2 captions are longer than --max_target_length (12 tokens, EOS included)" in caplog.text
+    assert "eval: 2 captions are longer" in caplog.text
 
 
 def test_hub_captions_that_are_not_text_name_the_row():

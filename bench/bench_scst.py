@@ -2,7 +2,7 @@
 images, scored on held-out images.
 
     make demo && python bench/bench_scst.py --checkpoint demo_run/output --data demo_run/data
-    python bench/bench_scst.py                   # builds the scenes set and a stage-1 captioner first (~5 min)
+    python bench/bench_scst.py                   # builds the scenes set and a stage-1 captioner first (~8 min)
 
 SCST runs with configs/demo_scst.yaml's settings (learning rate, samples, steps, and whether its encoder trains). The
 baseline continues cross-entropy for the same number of steps over the same images per step (all five captions of
